@@ -1,0 +1,55 @@
+"""Backbones: ResNet-18/34/50, any keras.applications model, a tiny test CNN."""
+
+import keras
+
+from keras_ssl.backbones.resnet import resnet
+from keras_ssl.backbones.tiny import tiny_backbone
+
+_RESNETS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
+
+
+def available():
+    """Names `get` accepts (plus `keras:<ApplicationName>`)."""
+    return sorted(_RESNETS) + ["tiny", "keras:<keras.applications model>"]
+
+
+def get(name, *, image_size=32, width_multiplier=1.0, cifar_stem=None,
+        synchronized_bn=False):
+    """Builds a backbone by name: images in [0, 1] -> pooled features.
+
+    Args:
+        name: "resnet18", "resnet34", "resnet50", "tiny", or
+            "keras:<Name>" for any `keras.applications` model (random weights,
+            global average pooling, no top).
+        image_size: side of the square input images.
+        width_multiplier: channel multiplier (ResNets and tiny only).
+        cifar_stem: ResNet stem for small images; default: image_size <= 64.
+        synchronized_bn: BatchNorm over the global batch (ResNets and tiny).
+    """
+    if name in _RESNETS:
+        if cifar_stem is None:
+            cifar_stem = image_size <= 64
+        return resnet(_RESNETS[name], image_size=image_size, cifar_stem=cifar_stem,
+                      width_multiplier=width_multiplier,
+                      synchronized_bn=synchronized_bn)
+    if name == "tiny":
+        return tiny_backbone(image_size=image_size,
+                             width=max(1, int(round(8 * width_multiplier))),
+                             norm="sync_batch" if synchronized_bn else "batch")
+    if name.startswith("keras:"):
+        return _keras_application(name[len("keras:"):], image_size)
+    raise ValueError(
+        f"Unknown backbone {name!r}; valid: {', '.join(available())}.")
+
+
+def _keras_application(app_name, image_size):
+    application = getattr(keras.applications, app_name, None)
+    if application is None or not callable(application):
+        raise ValueError(f"keras.applications has no model named {app_name!r}.")
+    images = keras.Input((image_size, image_size, 3), name="images")
+    # keras.applications models expect their own input scaling (most take
+    # [0, 255] and normalise inside); ours are in [0, 1].
+    trunk = application(include_top=False, weights=None, pooling="avg",
+                        input_shape=(image_size, image_size, 3))
+    features = trunk(keras.layers.Rescaling(255.0)(images))
+    return keras.Model(images, features, name=app_name.lower())

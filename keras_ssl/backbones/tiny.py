@@ -1,0 +1,32 @@
+"""A tiny convolutional backbone for tests: two conv blocks and a pooled feature."""
+
+import keras
+
+
+def tiny_backbone(*, image_size=32, width=8, norm="batch", name="tiny"):
+    """Builds a two-block CNN from `[B, S, S, 3]` images in [0, 1] to `[B, 2*width]`.
+
+    Args:
+        image_size: side of the square input.
+        width: channels of the first block (the second has twice as many).
+        norm: "batch", "sync_batch" (statistics over all replicas, so 1 and 2
+            replicas compute the same function) or "none".
+        name: model name.
+
+    Example:
+    >>> tiny_backbone(width=4).output_shape
+    (None, 8)
+    """
+    if norm not in ("batch", "sync_batch", "none"):
+        raise ValueError(f"norm must be batch, sync_batch or none; got {norm!r}.")
+    images = keras.Input((image_size, image_size, 3), name="images")
+    x = images
+    for index, (filters, strides) in enumerate(((width, 1), (2 * width, 2))):
+        x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same",
+                                use_bias=norm == "none", name=f"conv{index}")(x)
+        if norm != "none":
+            x = keras.layers.BatchNormalization(
+                synchronized=norm == "sync_batch", name=f"bn{index}")(x)
+        x = keras.layers.ReLU(name=f"relu{index}")(x)
+    features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(images, features, name=name)

@@ -1,0 +1,9 @@
+"""Self-supervised methods as keras.Models; `get(name, **kwargs)` builds one."""
+
+from keras_ssl.methods.base import Method, ViewOutputs
+from keras_ssl.methods.byol import BYOL
+from keras_ssl.methods.moco import MoCo
+from keras_ssl.methods.momentum import MomentumMethod
+from keras_ssl.methods.npid import NPID
+from keras_ssl.methods.registry import METHODS, available, get
+from keras_ssl.methods.simclr import SimCLR

@@ -1,0 +1,93 @@
+"""MoCo v2 (Chen, Fan, Girshick, He; arXiv 2003.04297), on MoCo (He et al., CVPR 2020)."""
+
+import tensorflow as tf
+
+from keras_ssl import distribute
+from keras_ssl.layers import Queue, mlp_head
+from keras_ssl.losses import info_nce_loss
+from keras_ssl.methods.base import ViewOutputs
+from keras_ssl.methods.momentum import MomentumMethod
+
+
+class MoCo(MomentumMethod):
+    """Momentum contrast: queries against momentum-encoder keys and a queue.
+
+    Args:
+        encoder: backbone (the query encoder; the key encoder is its EMA copy).
+        projection_hidden_dim: hidden width of the MLP head (None: feature
+            width; MoCo v2's head is 2048-2048-128 on ResNet-50, without BN).
+        projection_dim: key width (128).
+        queue_size: negatives kept (65,536 on ImageNet, 4,096 on CIFAR).
+        temperature: 0.2 (MoCo v2).
+        momentum: key-encoder EMA (0.999); constant, as in the paper.
+        symmetric: also contrast view 2's query with view 1's key (MoCo v3 and
+            lightly's CIFAR benchmark do; MoCo v2 does not).
+        shuffle_bn: with several replicas, run the key encoder on a batch
+            shuffled across replicas and unshuffle the keys. MoCo's fix for
+            BatchNorm leaking which key matches which query through
+            per-device batch statistics. With one replica it changes nothing.
+
+    The key encoder is updated before computing the keys, as in the official
+    code; keys are all-gathered and enqueued after the step.
+    """
+
+    recipe_name = "moco_v2"
+    log_names = ("momentum",)
+
+    def __init__(self, encoder, *, projection_hidden_dim=None, projection_dim=128,
+                 queue_size=65536, temperature=0.2, momentum=0.999, symmetric=False,
+                 shuffle_bn=True, seed=0, **kwargs):
+        super().__init__(encoder, base_momentum=momentum, **kwargs)
+        self.temperature = temperature
+        self.symmetric = symmetric
+        self.shuffle_bn = shuffle_bn
+        self.seed = seed
+        self.projector = mlp_head(
+            self.feature_dim, (projection_hidden_dim or self.feature_dim,),
+            projection_dim, batch_norm=False, name="projector")
+        self.key_encoder = self.make_target(self.encoder, "key_encoder")
+        self.key_projector = self.make_target(self.projector, "key_projector")
+        self.queue = Queue(queue_size, projection_dim, seed=seed, name="queue")
+        self.built = True
+
+    def _keys(self, images, training):
+        """Key projections, with MoCo's shuffled BatchNorm across replicas."""
+        local_batch = tf.shape(images)[0]
+        shuffle = self.shuffle_bn and distribute.num_replicas() > 1
+        if shuffle:
+            all_images = distribute.all_gather(images)
+            # Every replica draws the same permutation: the seed depends only
+            # on the step, not on the replica.
+            seed = tf.stack([tf.cast(self.optimizer.iterations, tf.int32),
+                             tf.constant(self.seed, tf.int32)])
+            order = tf.argsort(tf.random.stateless_uniform(
+                [tf.shape(all_images)[0]], seed))
+            images = distribute.local_rows(tf.gather(all_images, order), local_batch)
+        keys = self.key_projector(self.key_encoder(images, training=training),
+                                  training=training)
+        if shuffle:
+            keys = distribute.all_gather(keys)
+            keys = tf.gather(keys, tf.argsort(order))  # undo the shuffle
+            keys = distribute.local_rows(keys, local_batch)
+        return tf.stop_gradient(keys)
+
+    def forward_views(self, views, indices, training):
+        self.update_targets(self.optimizer.iterations)
+        query_views = views[:2] if self.symmetric else views[:1]
+        features = self.encode_views(query_views, training)
+        projections = tuple(self.projector(f, training=training) for f in features)
+        key_views = (views[1], views[0]) if self.symmetric else (views[1],)
+        targets = tuple(self._keys(v, training) for v in key_views)
+        return ViewOutputs(features=features, projections=projections,
+                           targets=targets, indices=indices)
+
+    def compute_loss_terms(self, outputs, training):
+        queue = self.queue.keys.value
+        losses = [info_nce_loss(q, k, queue, temperature=self.temperature)
+                  for q, k in zip(outputs.projections, outputs.targets)]
+        return tf.add_n(losses) / len(losses), {}
+
+    def after_apply(self, outputs):
+        # Enqueue the keys of every replica so all queues hold the same rows.
+        keys = tf.math.l2_normalize(tf.cast(outputs.targets[0], tf.float32), axis=1)
+        self.queue.enqueue(distribute.all_gather(keys))

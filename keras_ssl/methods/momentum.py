@@ -1,0 +1,63 @@
+"""Methods with exponential-moving-average target networks (MoCo, BYOL, ...)."""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from keras_ssl import distribute
+from keras_ssl.methods.base import Method
+
+
+class MomentumMethod(Method):
+    """A `Method` that keeps EMA copies of some of its networks.
+
+    Args:
+        encoder: online backbone.
+        base_momentum: tau at step 0.
+        final_momentum: tau at `total_steps`; the schedule is BYOL's cosine
+            tau_k = 1 - (1 - base) * (cos(pi k / K) + 1) / 2, rescaled to end at
+            `final_momentum`. Equal values give a constant momentum (MoCo).
+        total_steps: K, the optimizer steps of the whole run; None keeps tau at
+            `base_momentum`.
+
+    Subclasses call `make_target(online)` in `__init__` for each network to
+    average, and `update_targets()` where their paper updates (MoCo: before
+    computing keys; BYOL: after the optimizer step).
+    """
+
+    def __init__(self, encoder, *, base_momentum, final_momentum=None,
+                 total_steps=None, **kwargs):
+        super().__init__(encoder, **kwargs)
+        self.base_momentum = base_momentum
+        self.final_momentum = base_momentum if final_momentum is None else final_momentum
+        self.total_steps = total_steps
+        self._ema_pairs = []
+
+    def make_target(self, online, name):
+        """Returns a non-trainable copy of `online`, registered for EMA updates."""
+        # Every replica computes the same EMA from mirrored online weights;
+        # ONLY_FIRST_REPLICA keeps the copies from drifting apart.
+        with distribute.replicated_state_scope():
+            target = keras.models.clone_model(online)
+        target.name = name
+        target.set_weights(online.get_weights())
+        # Only trainable weights are averaged; the target's BatchNorm keeps its
+        # own moving statistics from its own forward passes (BYOL, MoCo).
+        self._ema_pairs.extend(zip(online.trainable_weights, target.trainable_weights))
+        target.trainable = False
+        return target
+
+    def momentum_at(self, step):
+        """tau at optimizer step `step` (a tensor)."""
+        if not self.total_steps or self.base_momentum == self.final_momentum:
+            return tf.constant(self.base_momentum, tf.float32)
+        progress = tf.minimum(tf.cast(step, tf.float32) / float(self.total_steps), 1.0)
+        cosine = (tf.cos(math.pi * progress) + 1.0) / 2.0
+        return self.final_momentum - (self.final_momentum - self.base_momentum) * cosine
+
+    def update_targets(self, step):
+        tau = self.momentum_at(step)
+        for online, target in self._ema_pairs:
+            target.assign(target + (1.0 - tf.cast(tau, target.dtype)) * (online - target))
+        self.log_trackers["momentum"].update_state(tau)

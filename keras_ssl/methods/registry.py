@@ -1,0 +1,32 @@
+"""Registry: method names -> classes."""
+
+from keras_ssl.methods.byol import BYOL
+from keras_ssl.methods.moco import MoCo
+from keras_ssl.methods.npid import NPID
+from keras_ssl.methods.simclr import SimCLR
+
+METHODS = {
+    "simclr": SimCLR,
+    "moco_v2": MoCo,
+    "npid": NPID,
+    "byol": BYOL,
+}
+
+
+def available():
+    """Registered method names, sorted."""
+    return sorted(METHODS)
+
+
+def get(name, **kwargs):
+    """Builds method `name` with constructor keyword arguments `kwargs`.
+
+    Example:
+    >>> from keras_ssl.backbones import tiny_backbone
+    >>> get("simclr", encoder=tiny_backbone()).name
+    'simclr'
+    """
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}; available: {', '.join(available())}.")
+    kwargs.setdefault("name", name)
+    return METHODS[name](**kwargs)
