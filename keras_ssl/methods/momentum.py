@@ -39,7 +39,10 @@ class MomentumMethod(Method):
         # Every replica computes the same EMA from mirrored online weights;
         # ONLY_FIRST_REPLICA keeps the copies from drifting apart.
         with distribute.replicated_state_scope():
-            target = keras.models.clone_model(online)
+            # Prefixed layer names keep weight paths unique in checkpoints.
+            target = keras.models.clone_model(
+                online, clone_function=lambda layer: layer.__class__.from_config(
+                    {**layer.get_config(), "name": f"{name}_{layer.name}"}))
         target.name = name
         target.set_weights(online.get_weights())
         # Only trainable weights are averaged; the target's BatchNorm keeps its

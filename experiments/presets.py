@@ -1,0 +1,105 @@
+"""Presets: runnable documentation of each method's recipe at three scales.
+
+A preset gives values to train.py flags (`flags`), the method's constructor
+keyword arguments (`method`), and the view recipe's keyword arguments
+(`views`). Flags given on the command line win over the preset.
+
+- `cifar10_cpu_small`: the CPU protocol of shared/reference/published-results.md
+  (ResNet-18 CIFAR stem at width 0.25, 1,000 images per class, 32-px views,
+  batch 256, 10 epochs, no blur), each method with lightly's CIFAR-10
+  benchmark recipe (SGD 0.06 x batch/128, momentum 0.9, weight decay 5e-4,
+  cosine), the peer we compare against.
+- `cifar10`: full-width ResNet-18 on CIFAR-10, the solo-learn / paper recipes.
+- `imagenet`: ResNet-50 at 224 px, the papers' ImageNet recipes.
+
+Run one with
+    python experiments/train.py --method=simclr --preset=cifar10_cpu_small \\
+        --data=../shared/data/cifar10
+"""
+
+_CPU_SMALL_FLAGS = dict(
+    backbone="resnet18", width_multiplier=0.25, image_size=32, train_per_class=1000,
+    epochs=10, global_batch_size=256, optimizer="sgd", learning_rate=0.12,
+    weight_decay=5e-4, warmup_epochs=0, blur=False)
+
+_CIFAR_FLAGS = dict(backbone="resnet18", width_multiplier=1.0, image_size=32,
+                    train_per_class=0, global_batch_size=256, blur=False)
+
+_IMAGENET_FLAGS = dict(backbone="resnet50", width_multiplier=1.0, image_size=224,
+                       train_per_class=0, blur=True)
+
+PRESETS = {
+    "cifar10_cpu_small": {
+        # lightly: SimCLRProjectionHead(feature, feature, 128), NTXent t=0.5,
+        # SimCLRTransform(cj_strength=0.5, no blur).
+        "simclr": dict(flags=_CPU_SMALL_FLAGS,
+                       method=dict(projection_dim=128, temperature=0.5),
+                       views=dict(jitter_strength=0.5)),
+        # lightly: MoCo head without BN, memory bank 4096, t=0.1, momentum 0.99.
+        "moco_v2": dict(flags=_CPU_SMALL_FLAGS,
+                        method=dict(projection_dim=128, queue_size=4096,
+                                    temperature=0.1, momentum=0.99)),
+        # NPID's CIFAR settings: 128-d, t=0.1, memory momentum 0.5.
+        "npid": dict(flags=_CPU_SMALL_FLAGS,
+                     method=dict(projection_dim=128, temperature=0.1)),
+        # lightly: BYOL heads 1024 -> 256, momentum 0.996 -> 1 (cosine).
+        "byol": dict(flags=_CPU_SMALL_FLAGS,
+                     method=dict(projection_hidden_dim=1024, projection_dim=256,
+                                 prediction_hidden_dim=1024, base_momentum=0.996)),
+    },
+    "cifar10": {
+        # solo-learn cifar/simclr.yaml: LARS 0.4, wd 1e-5, proj 2048, t=0.2.
+        "simclr": dict(flags=dict(_CIFAR_FLAGS, epochs=1000, optimizer="lars",
+                                  learning_rate=0.4, weight_decay=1e-5,
+                                  warmup_epochs=10),
+                       method=dict(projection_hidden_dim=2048, temperature=0.2),
+                       views=dict(jitter_strength=0.5)),
+        # CLD/MoCo CIFAR scripts: lr 0.03 x bs/128, wd 5e-4, t=0.1, queue 4096.
+        "moco_v2": dict(flags=dict(_CIFAR_FLAGS, epochs=200, optimizer="sgd",
+                                   learning_rate=0.06, weight_decay=5e-4,
+                                   warmup_epochs=5),
+                        method=dict(queue_size=4096, temperature=0.1, momentum=0.99)),
+        # lemniscate cifar.py: lr 0.03, t=0.1, full softmax, 200 epochs.
+        "npid": dict(flags=dict(_CIFAR_FLAGS, epochs=200, optimizer="sgd",
+                                learning_rate=0.03, weight_decay=5e-4, warmup_epochs=0),
+                     method=dict(temperature=0.1)),
+        # solo-learn cifar/byol.yaml: LARS 1.0, wd 1e-5, tau 0.99 -> 1.
+        "byol": dict(flags=dict(_CIFAR_FLAGS, epochs=1000, optimizer="lars",
+                                learning_rate=1.0, weight_decay=1e-5, warmup_epochs=10),
+                     method=dict(base_momentum=0.99)),
+    },
+    "imagenet": {
+        # SimCLR: LARS 0.3 x bs/256 (4.8 at 4096), wd 1e-6, t=0.1, 10 warm-up epochs.
+        "simclr": dict(flags=dict(_IMAGENET_FLAGS, epochs=100, global_batch_size=4096,
+                                  optimizer="lars", learning_rate=4.8,
+                                  weight_decay=1e-6, warmup_epochs=10),
+                       method=dict(temperature=0.1)),
+        # MoCo v2: SGD 0.03 x bs/256, wd 1e-4, t=0.2, queue 65536, m=0.999, cosine.
+        "moco_v2": dict(flags=dict(_IMAGENET_FLAGS, epochs=200, global_batch_size=256,
+                                   optimizer="sgd", learning_rate=0.03,
+                                   weight_decay=1e-4, warmup_epochs=0),
+                        method=dict(queue_size=65536, temperature=0.2, momentum=0.999)),
+        # NPID: SGD 0.03, wd 5e-4, t=0.07, 200 epochs (full softmax here; see NPID).
+        "npid": dict(flags=dict(_IMAGENET_FLAGS, epochs=200, global_batch_size=256,
+                                optimizer="sgd", learning_rate=0.03,
+                                weight_decay=5e-4, warmup_epochs=0),
+                     method=dict(temperature=0.07)),
+        # BYOL 300-epoch preset: LARS 0.3 x bs/256, wd 1e-6, tau 0.99.
+        "byol": dict(flags=dict(_IMAGENET_FLAGS, epochs=300, global_batch_size=4096,
+                                optimizer="lars", learning_rate=4.8,
+                                weight_decay=1e-6, warmup_epochs=10),
+                     method=dict(base_momentum=0.99)),
+    },
+}
+
+
+def get(preset, method):
+    """The preset entry for `method`, or a ValueError naming valid choices."""
+    if preset not in PRESETS:
+        raise ValueError(f"--preset={preset!r} is not one of {', '.join(sorted(PRESETS))}.")
+    if method not in PRESETS[preset]:
+        raise ValueError(f"--preset={preset} has no entry for --method={method}; "
+                         f"it covers {', '.join(sorted(PRESETS[preset]))}.")
+    entry = PRESETS[preset][method]
+    return dict(flags=dict(entry.get("flags", {})), method=dict(entry.get("method", {})),
+                views=dict(entry.get("views", {})))

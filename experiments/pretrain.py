@@ -1,0 +1,161 @@
+"""One pre-training run from plain arguments: what train.py and benchmark.py share.
+
+Builds the strategy, data, views, backbone, method and optimizer; resumes from
+the last checkpoint in `model_dir`; trains with `fit`; evaluates with kNN; and
+returns the run's results as a dict (the JSON line of train.py).
+"""
+
+import inspect
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from keras_ssl import augment, backbones, distribute, methods
+from keras_ssl import data as ssl_data
+from keras_ssl.checkpointing import EpochCheckpoint
+from keras_ssl.evaluation import KnnMonitor
+from keras_ssl.optimizers import LARS, SGD, WarmupCosine
+
+_EVAL_BATCH_SIZE = 512
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time spent in training epochs, without the kNN evaluations."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+        self.epochs = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds += time.perf_counter() - self._start
+        self.epochs += 1
+
+
+def load_training_data(spec, *, image_size, train_per_class, imbalance_ratio):
+    """The source, and its training split reduced to the requested subset."""
+    source = ssl_data.load_source(spec, image_size=image_size)
+    train = source.train
+    if imbalance_ratio:
+        train = ssl_data.long_tail_subset(train, imbalance_ratio,
+                                      max_per_class=train_per_class or None)
+    elif train_per_class:
+        train = ssl_data.per_class_subset(train, train_per_class)
+    return source, train
+
+
+def make_optimizer(name, *, learning_rate, weight_decay, total_steps, warmup_steps):
+    schedule = WarmupCosine(learning_rate, total_steps=total_steps,
+                            warmup_steps=warmup_steps)
+    if name == "sgd":
+        return SGD(schedule, momentum=0.9, weight_decay=weight_decay)
+    if name == "lars":
+        return LARS(schedule, momentum=0.9, weight_decay=weight_decay)
+    if name == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+    raise ValueError(f"--optimizer={name!r} is not one of sgd, lars, adamw.")
+
+
+def _method_kwargs(method_name, kwargs, *, num_examples, total_steps):
+    """Adds the run-dependent arguments a method's constructor asks for."""
+    parameters = inspect.signature(methods.METHODS[method_name].__init__).parameters
+    kwargs = dict(kwargs)
+    if "num_examples" in parameters:
+        kwargs.setdefault("num_examples", num_examples)
+    if "total_steps" in parameters:
+        kwargs.setdefault("total_steps", total_steps)
+    return kwargs
+
+
+def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_size=32,
+             train_per_class=0, imbalance_ratio=0.0, epochs=10, global_batch_size=256,
+             optimizer="sgd", learning_rate=0.12, weight_decay=5e-4, warmup_epochs=0,
+             blur=True, model_dir="runs", seed=0, strategy="default", cpu_replicas=0,
+             tpu="", knn_every_epochs=0, knn_k=200, knn_temperature=0.1,
+             mixed_precision=False, jit_compile=False, verbose=1,
+             method_kwargs=None, view_kwargs=None):
+    """Trains `method` on `data`; returns a dict of results (see train.py)."""
+    if method not in methods.METHODS:
+        raise ValueError(f"--method={method!r} is not one of {', '.join(methods.available())}.")
+    strategy_ = distribute.make_strategy(strategy, cpu_replicas=cpu_replicas,
+                                         tpu_address=tpu)
+    keras.utils.set_random_seed(seed)
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy(
+            "mixed_bfloat16" if strategy == "tpu" else "mixed_float16")
+    source, train = load_training_data(data, image_size=image_size,
+                                       train_per_class=train_per_class,
+                                       imbalance_ratio=imbalance_ratio)
+    steps = ssl_data.steps_per_epoch(train, global_batch_size)
+    total_steps = steps * epochs
+    method_class = methods.METHODS[method]
+    views = augment.get_recipe(method_class.recipe_name, image_size=image_size,
+                               blur=blur, **(view_kwargs or {}))
+
+    with strategy_.scope():
+        encoder = backbones.get(backbone, image_size=image_size,
+                                width_multiplier=width_multiplier)
+        model = methods.get(method, encoder=encoder, **_method_kwargs(
+            method, method_kwargs or {}, num_examples=len(train), total_steps=total_steps))
+        opt = make_optimizer(optimizer, learning_rate=learning_rate,
+                             weight_decay=weight_decay, total_steps=total_steps,
+                             warmup_steps=steps * warmup_epochs)
+        if mixed_precision:
+            opt = keras.optimizers.LossScaleOptimizer(opt)
+        model.compile(optimizer=opt, jit_compile=jit_compile)
+        opt.build(model.update_variables())
+
+    checkpoint = EpochCheckpoint(model, os.path.join(model_dir, "checkpoints"))
+    initial_epoch = checkpoint.restore_latest()
+    timer = EpochTimer()
+    callbacks = [timer, checkpoint]
+    monitor = None
+    if source.num_classes and source.test is not None:
+        monitor = KnnMonitor(
+            lambda: model.encoder,
+            ssl_data.eval_dataset(train, batch_size=_EVAL_BATCH_SIZE, image_size=image_size),
+            ssl_data.eval_dataset(source.test, batch_size=_EVAL_BATCH_SIZE,
+                              image_size=image_size),
+            num_classes=source.num_classes, every_epochs=knn_every_epochs,
+            k=knn_k, temperature=knn_temperature)
+        callbacks.append(monitor)
+    callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")))
+
+    history = {}
+    if initial_epoch < epochs:
+        dataset = ssl_data.distributed_train_dataset(
+            strategy_, train, global_batch_size=global_batch_size, view_fn=views,
+            seed=seed, start_epoch=initial_epoch, epochs=epochs, image_size=image_size)
+        history = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps, callbacks=callbacks,
+                            verbose=verbose, shuffle=False).history
+    knn_top1 = None
+    if monitor is not None:
+        if monitor.last_result is None:  # resumed after the last epoch
+            monitor.set_model(model)
+            monitor.evaluate()
+        knn_top1 = monitor.last_result["top1"]
+    images_seen = timer.epochs * steps * global_batch_size
+    return {
+        "method": method,
+        "epochs": epochs,
+        "epochs_run": timer.epochs,
+        "train_images": len(train),
+        "global_batch_size": global_batch_size,
+        "replicas": strategy_.num_replicas_in_sync,
+        "skipped_files": len(source.skipped_files),
+        "loss": float(history["loss"][-1]) if history.get("loss") else None,
+        "knn_top1": knn_top1,
+        "train_seconds": round(timer.seconds, 2),
+        "train_images_per_s": round(images_seen / timer.seconds, 1) if timer.seconds else None,
+        "model_dir": model_dir,
+    }
+
+
+def _steps_per_epoch(train, global_batch_size):
+    return ssl_data.steps_per_epoch(train, global_batch_size)
