@@ -16,6 +16,7 @@ from keras_ssl import augment, backbones, distribute, methods
 from keras_ssl import data as ssl_data
 from keras_ssl.checkpointing import EpochCheckpoint
 from keras_ssl.evaluation import KnnMonitor
+from keras_ssl.export import export_encoder
 from keras_ssl.optimizers import LARS, SGD, WarmupCosine
 
 _EVAL_BATCH_SIZE = 512
@@ -77,7 +78,7 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
              optimizer="sgd", learning_rate=0.12, weight_decay=5e-4, warmup_epochs=0,
              blur=True, model_dir="runs", seed=0, strategy="default", cpu_replicas=0,
              tpu="", knn_every_epochs=0, knn_k=200, knn_temperature=0.1,
-             mixed_precision=False, jit_compile=False, verbose=1,
+             mixed_precision=False, jit_compile=False, export_dir=None, verbose=1,
              method_kwargs=None, view_kwargs=None):
     """Trains `method` on `data`; returns a dict of results (see train.py)."""
     if method not in methods.METHODS:
@@ -140,6 +141,9 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
             monitor.set_model(model)
             monitor.evaluate()
         knn_top1 = monitor.last_result["top1"]
+    saved_model = None
+    if export_dir:
+        saved_model = export_encoder(model.encoder, export_dir, image_size=image_size)
     images_seen = timer.epochs * steps * global_batch_size
     return {
         "method": method,
@@ -154,6 +158,7 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
         "train_seconds": round(timer.seconds, 2),
         "train_images_per_s": round(images_seen / timer.seconds, 1) if timer.seconds else None,
         "model_dir": model_dir,
+        "saved_model": saved_model,
     }
 
 

@@ -45,6 +45,7 @@ flags.DEFINE_integer("knn_k", 200, "Neighbours of the kNN monitor.")
 flags.DEFINE_float("knn_temperature", 0.1, "Vote temperature of the kNN monitor.")
 flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 (GPU) / mixed_bfloat16 (TPU).")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the whole step (single device only).")
+flags.DEFINE_string("export_dir", None, "Export the encoder here at the end (SavedModel + .keras).")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
 
 
@@ -68,7 +69,8 @@ def run():
         "train_per_class", "imbalance_ratio", "epochs", "global_batch_size",
         "optimizer", "learning_rate", "weight_decay", "warmup_epochs", "blur",
         "model_dir", "seed", "strategy", "cpu_replicas", "tpu", "knn_every_epochs",
-        "knn_k", "knn_temperature", "mixed_precision", "jit_compile", "verbose")}
+        "knn_k", "knn_temperature", "mixed_precision", "jit_compile", "export_dir",
+        "verbose")}
     config["model_dir"] = config["model_dir"] or os.path.join("runs", FLAGS.method)
     return pretrain(**config, method_kwargs=method_kwargs, view_kwargs=view_kwargs)
 

@@ -1,0 +1,130 @@
+"""Benchmarks: the CPU protocol (accuracy and speed per method) and the input pipeline.
+
+    python experiments/benchmark.py --protocol=cpu_small --methods=simclr,moco_v2 \
+        --data=../shared/data/cifar10
+    python experiments/benchmark.py --what=pipeline --data=../shared/data/cifar10
+
+The protocol (shared/reference/published-results.md) trains each method with
+its `cifar10_cpu_small` preset and records kNN top-1, training seconds and
+training images/s in experiments/results/cpu_small.json; the README table
+between the `results` markers is regenerated from that file, never typed.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras_ssl  # noqa: E402,F401  (sets TensorFlow's environment first)
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("what", "protocol", ["protocol", "pipeline"], "What to measure.")
+flags.DEFINE_enum("protocol", "cpu_small", ["cpu_small"], "Training protocol.")
+flags.DEFINE_list("methods", ["simclr", "moco_v2", "npid", "byol"], "Methods to run.")
+flags.DEFINE_string("data", "../shared/data/cifar10", "CIFAR-10 image folder.")
+flags.DEFINE_string("work_dir", "/tmp/keras_ssl_benchmark", "Model dirs of the runs.")
+flags.DEFINE_integer("seed", 0, "Seed of each run.")
+flags.DEFINE_integer("epochs", 0, "Override the protocol's epochs (0: keep; for smoke runs).")
+flags.DEFINE_boolean("write_readme", True, "Regenerate the README results table.")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "experiments", "results")
+README = os.path.join(ROOT, "README.md")
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+PIPELINE_START, PIPELINE_END = "<!-- pipeline:start -->", "<!-- pipeline:end -->"
+
+# lightly 1.6.0 on the same protocol and machine type (published-results.md).
+LIGHTLY = {"simclr": (0.405, 137), "moco_v2": (0.374, 174), "byol": (0.298, 112)}
+
+
+def run_protocol():
+    from experiments import presets
+    from experiments.pretrain import pretrain
+    path = os.path.join(RESULTS, "cpu_small.json")
+    results = _load(path)
+    for method in FLAGS.methods:
+        entry = presets.get("cifar10_cpu_small", method)
+        config = dict(entry["flags"])
+        if FLAGS.epochs:
+            config["epochs"] = FLAGS.epochs
+        model_dir = os.path.join(FLAGS.work_dir, f"{method}_seed{FLAGS.seed}")
+        if os.path.exists(model_dir):
+            import shutil
+            shutil.rmtree(model_dir)  # a benchmark times a fresh run, never a resume
+        result = pretrain(method=method, data=FLAGS.data, seed=FLAGS.seed,
+                          model_dir=model_dir, verbose=2, method_kwargs=entry["method"],
+                          view_kwargs=entry["views"], **config)
+        print(json.dumps(result), flush=True)
+        if not FLAGS.epochs:
+            results[method] = result
+            _save(path, results)
+    if FLAGS.write_readme and not FLAGS.epochs:
+        write_readme_table(results)
+
+
+def run_pipeline():
+    from experiments.pipeline_benchmark import measure_pipeline
+    path = os.path.join(RESULTS, "pipeline.json")
+    results = _load(path)
+    for recipe in ("simclr", "multi_crop"):
+        results[recipe] = measure_pipeline(recipe, os.path.join(FLAGS.data, "train"))
+        print(json.dumps({recipe: results[recipe]}), flush=True)
+    _save(path, results)
+    lines = ["| views | keras_ssl images/s | lightly images/s |", "| --- | --- | --- |",
+             f"| two 32-px views | {results['simclr']['images_per_s']:.0f} | 1,042 |",
+             f"| multi-crop 2x32 + 6x16 | {results['multi_crop']['images_per_s']:.0f} | 343 |"]
+    _replace_between(PIPELINE_START, PIPELINE_END, lines)
+
+
+def write_readme_table(results):
+    lines = ["| method | kNN top-1 | lightly kNN top-1 | train seconds | train images/s "
+             "| lightly images/s |", "| --- | --- | --- | --- | --- | --- |"]
+    for method in sorted(results):
+        r = results[method]
+        peer_acc, peer_speed = LIGHTLY.get(method, (None, None))
+        lines.append(
+            f"| {method} | {100 * r['knn_top1']:.1f}% | "
+            f"{'%.1f%%' % (100 * peer_acc) if peer_acc else 'n/a'} | "
+            f"{r['train_seconds']:.0f} | {r['train_images_per_s']:.0f} | "
+            f"{peer_speed or 'n/a'} |")
+    _replace_between(START, END, lines)
+
+
+def _replace_between(start, end, lines):
+    """Rewrites the README between two marker comments."""
+    with open(README) as f:
+        text = f.read()
+    if start not in text or end not in text:
+        raise ValueError(f"{README} lacks the {start} / {end} markers.")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with open(README, "w") as f:
+        f.write(head + start + "\n" + "\n".join(lines) + "\n" + end + tail)
+
+
+def _load(path):
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def _save(path, results):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+
+
+def main(argv):
+    del argv
+    try:
+        run_protocol() if FLAGS.what == "protocol" else run_pipeline()
+    except (ValueError, FileNotFoundError) as error:
+        print(f"benchmark.py: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(main)
