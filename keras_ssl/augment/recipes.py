@@ -1,0 +1,230 @@
+"""The view recipes of the papers, as factories with every number a keyword.
+
+Each factory returns a `ViewRecipe`. The defaults are the paper's; every factory
+takes ``blur``, and ``blur=False`` drops the Gaussian blur, as the CIFAR
+protocols of SimCLR and BYOL (solo-learn) do at 32 px. Pick one by name with `get_recipe`:
+
+>>> get_recipe("byol", image_size=32, blur=False).num_views
+2
+"""
+
+import dataclasses
+
+from keras_ssl.augment.views import ViewConfig
+from keras_ssl.augment.views import ViewRecipe
+
+__all__ = [
+    "RECIPES",
+    "ViewConfig",
+    "ViewRecipe",
+    "byol_views",
+    "get_recipe",
+    "moco_v2_views",
+    "multi_crop_views",
+    "npid_views",
+    "simclr_views",
+]
+
+
+def simclr_views(
+    image_size,
+    *,
+    jitter_strength=1.0,
+    blur=True,
+    crop_scale=(0.08, 1.0),
+    flip_probability=0.5,
+    jitter_probability=0.8,
+    grayscale_probability=0.2,
+    blur_probability=0.5,
+    blur_sigma=(0.1, 2.0),
+    num_views=2,
+):
+    """SimCLR: two views with crop, flip, colour distortion of strength s, blur.
+
+    Colour jitter is ``(0.8 s, 0.8 s, 0.8 s, 0.2 s)``; the paper uses s=1.0 on
+    ImageNet and s=0.5 without blur on CIFAR-10.
+
+    Reference: Chen et al., "A Simple Framework for Contrastive Learning of Visual
+    Representations" (ICML 2020), appendix A and B.9.
+    """
+    s = jitter_strength
+    view = ViewConfig(
+        size=image_size,
+        crop_scale=crop_scale,
+        flip_probability=flip_probability,
+        jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s),
+        jitter_probability=jitter_probability,
+        grayscale_probability=grayscale_probability,
+        blur_probability=blur_probability if blur else 0.0,
+        blur_sigma=blur_sigma,
+    )
+    return ViewRecipe((view,) * num_views)
+
+
+def moco_v2_views(
+    image_size,
+    *,
+    blur=True,
+    crop_scale=(0.2, 1.0),
+    flip_probability=0.5,
+    jitter=(0.4, 0.4, 0.4, 0.1),
+    jitter_probability=0.8,
+    grayscale_probability=0.2,
+    blur_probability=0.5,
+    blur_sigma=(0.1, 2.0),
+    num_views=2,
+):
+    """MoCo v2 ("aug+"): crop (0.2, 1), jitter 0.4/0.4/0.4/0.1, gray, blur, flip.
+
+    Reference: Chen et al., "Improved Baselines with Momentum Contrastive
+    Learning" (arXiv 2003.04297); facebookresearch/moco `main_moco.py --aug-plus`.
+    """
+    view = ViewConfig(
+        size=image_size,
+        crop_scale=crop_scale,
+        flip_probability=flip_probability,
+        jitter=jitter,
+        jitter_probability=jitter_probability,
+        grayscale_probability=grayscale_probability,
+        blur_probability=blur_probability if blur else 0.0,
+        blur_sigma=blur_sigma,
+    )
+    return ViewRecipe((view,) * num_views)
+
+
+def npid_views(
+    image_size,
+    *,
+    crop_scale=(0.2, 1.0),
+    flip_probability=0.5,
+    jitter=(0.4, 0.4, 0.4, 0.4),
+    jitter_probability=1.0,
+    grayscale_probability=0.2,
+    num_views=2,
+    blur=True,
+):
+    """NPID / CLD on CIFAR: crop (0.2, 1), jitter 0.4 always applied, gray, flip.
+
+    The CLD code (`datasets/dataloader.py` of frank-xwang/CLD-UnsupervisedLearning,
+    without ``--aug-plus``) uses ``RandomResizedCrop(32, scale=(0.2, 1.))``,
+    ``ColorJitter(0.4, 0.4, 0.4, 0.4)`` with no `RandomApply`,
+    ``RandomGrayscale(p=0.2)`` and a flip, and no blur. Two views: CLD's grouping
+    branch compares them; NPID's loss averages over them. ``blur`` is accepted
+    so that every factory takes the same switch; this recipe has no blur, so it
+    changes nothing.
+
+    Reference: Wu et al., "Unsupervised Feature Learning via Non-Parametric
+    Instance Discrimination" (CVPR 2018); Wang et al., "Unsupervised Feature
+    Learning by Cross-Level Instance-Group Discrimination" (CVPR 2021).
+    """
+    del blur  # No blur in the paper's recipe to switch off.
+    view = ViewConfig(
+        size=image_size,
+        crop_scale=crop_scale,
+        flip_probability=flip_probability,
+        jitter=jitter,
+        jitter_probability=jitter_probability,
+        grayscale_probability=grayscale_probability,
+    )
+    return ViewRecipe((view,) * num_views)
+
+
+def byol_views(
+    image_size,
+    *,
+    blur=True,
+    crop_scale=(0.08, 1.0),
+    flip_probability=0.5,
+    jitter=(0.4, 0.4, 0.2, 0.1),
+    jitter_probability=0.8,
+    grayscale_probability=0.2,
+    blur_probabilities=(1.0, 0.1),
+    blur_sigma=(0.1, 2.0),
+    solarize_probabilities=(0.0, 0.2),
+):
+    """BYOL's asymmetric pair: view 1 always blurred, view 2 sometimes solarized.
+
+    Reference: Grill et al., "Bootstrap your own latent" (NeurIPS 2020), table 6;
+    google-deepmind/deepmind-research `byol/utils/augmentations.py`.
+    """
+    views = tuple(
+        ViewConfig(
+            size=image_size,
+            crop_scale=crop_scale,
+            flip_probability=flip_probability,
+            jitter=jitter,
+            jitter_probability=jitter_probability,
+            grayscale_probability=grayscale_probability,
+            blur_probability=blur_probability if blur else 0.0,
+            blur_sigma=blur_sigma,
+            solarize_probability=solarize_probability,
+        )
+        for blur_probability, solarize_probability in zip(
+            blur_probabilities, solarize_probabilities
+        )
+    )
+    return ViewRecipe(views)
+
+
+def multi_crop_views(
+    global_size=224,
+    local_size=96,
+    *,
+    num_global=2,
+    num_local=6,
+    global_scale=(0.14, 1.0),
+    local_scale=(0.05, 0.14),
+    base=None,
+    jitter_strength=1.0,
+    blur=True,
+):
+    """Multi-crop: ``num_global`` large crops then ``num_local`` small ones.
+
+    Every crop gets the colour settings of ``base``; the crop size and scale are
+    replaced. The default base is SwAV's: flip, colour distortion of strength s
+    (jitter ``(0.8 s, 0.8 s, 0.8 s, 0.2 s)``, p=0.8; gray p=0.2) and blur p=0.5.
+    Global crops come first, as SwAV's loss expects (it assigns codes to crops
+    0 and 1).
+
+    Reference: Caron et al., "Unsupervised Learning of Visual Features by
+    Contrasting Cluster Assignments" (NeurIPS 2020); facebookresearch/swav
+    `src/multicropdataset.py`.
+
+    Args:
+        global_size, local_size: output sides in pixels.
+        num_global, num_local: number of crops of each kind.
+        global_scale, local_scale: area fractions of the random resized crops.
+        base: a `ViewConfig` whose colour settings all crops share; default SwAV's.
+        jitter_strength: s for the default base.
+        blur: False drops the blur from every crop.
+    """
+    if base is None:
+        s = jitter_strength
+        base = ViewConfig(
+            size=global_size,
+            jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s),
+            jitter_probability=0.8,
+            grayscale_probability=0.2,
+            blur_probability=0.5,
+        )
+    if not blur:
+        base = dataclasses.replace(base, blur_probability=0.0)
+    global_view = dataclasses.replace(base, size=global_size, crop_scale=global_scale)
+    local_view = dataclasses.replace(base, size=local_size, crop_scale=local_scale)
+    return ViewRecipe((global_view,) * num_global + (local_view,) * num_local)
+
+
+RECIPES = {
+    "simclr": simclr_views,
+    "moco_v2": moco_v2_views,
+    "npid": npid_views,
+    "byol": byol_views,
+    "multi_crop": multi_crop_views,
+}
+
+
+def get_recipe(name, **kwargs):
+    """Builds the recipe registered under ``name`` with the factory's keywords."""
+    if name not in RECIPES:
+        raise ValueError(f"Unknown view recipe {name!r}; known: {sorted(RECIPES)}.")
+    return RECIPES[name](**kwargs)

@@ -1,0 +1,204 @@
+"""View configurations and the recipe that turns a batch into several views.
+
+A `ViewConfig` is one augmented view, written down as numbers (so it can live
+in a method's config and be serialised with it); a `ViewRecipe` is the tuple of
+views a method asks the input pipeline for. Both apply to whole batches inside
+`tf.data`, after batching, with stateless seeds.
+
+Reference: the composition follows SimCLR (Chen et al., ICML 2020, appendix A)
+and BYOL (Grill et al., NeurIPS 2020, table 6): crop, flip, colour jitter,
+grayscale, blur, solarize.
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from keras_ssl.augment import blur as blur_lib
+from keras_ssl.augment import color
+from keras_ssl.augment import common
+from keras_ssl.augment import geometry
+
+# Fixed slots in the per-view seed split, so that switching one op off (say the
+# blur on the CPU protocol) does not change the random numbers of the others.
+# The flip draws from the crop's seed: it is fused into the crop.
+_CROP, _JITTER, _GRAY, _BLUR, _SOLARIZE = range(5)
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewConfig:
+    """One augmented view: a random resized crop followed by photometric ops.
+
+    Args:
+        size: output side in pixels.
+        crop_scale: ``(min, max)`` area fraction of the random resized crop.
+        crop_ratio: ``(min, max)`` aspect ratio of the crop.
+        flip_probability: chance of a horizontal flip.
+        jitter: colour jitter strengths ``(brightness, contrast, saturation, hue)``.
+        jitter_probability: chance that the colour jitter is applied.
+        grayscale_probability: chance of converting to grayscale.
+        blur_probability: chance of a Gaussian blur.
+        blur_sigma: ``(min, max)`` blur standard deviation in pixels.
+        solarize_probability: chance of solarizing (threshold 0.5).
+
+    Example:
+
+    >>> view = ViewConfig(size=32, jitter=(0.4, 0.4, 0.4, 0.1))
+    >>> ViewConfig.from_config(view.get_config()) == view
+    True
+    """
+
+    size: int
+    crop_scale: tuple = (0.08, 1.0)
+    crop_ratio: tuple = (3.0 / 4.0, 4.0 / 3.0)
+    flip_probability: float = 0.5
+    jitter: tuple = (0.0, 0.0, 0.0, 0.0)
+    jitter_probability: float = 0.8
+    grayscale_probability: float = 0.0
+    blur_probability: float = 0.0
+    blur_sigma: tuple = (0.1, 2.0)
+    solarize_probability: float = 0.0
+
+    def __post_init__(self):
+        # Configs come back from JSON with lists; store tuples so that views
+        # stay hashable and compare equal after a round trip.
+        for name in ("crop_scale", "crop_ratio", "jitter", "blur_sigma"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        if len(self.jitter) != 4:
+            raise ValueError(f"jitter needs 4 strengths, got {self.jitter}.")
+        if self.size < 1:
+            raise ValueError(f"size must be positive, got {self.size}.")
+
+    def get_config(self):
+        # Lists rather than tuples: what the config looks like after JSON.
+        config = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @tf.autograph.experimental.do_not_convert  # static Python only; see common.batched
+    def apply(self, images, seed, num_copies=1):
+        """Makes this view of a batch, or several independent copies of it.
+
+        Args:
+            images: float32 ``[B, H, W, 3]`` in ``[0, 1]``.
+            seed: int32 tensor of shape ``[2]``.
+            num_copies: independent views of every image to make at once.
+
+        Returns:
+            float32 ``[num_copies * B, size, size, 3]`` in ``[0, 1]``; copy
+            ``j`` of image ``b`` is row ``j * B + b``.
+        """
+        seeds = common.split_seed(seed, 5)
+        brightness, contrast, saturation, hue = self.jitter
+        # The flip rides along with the crop (a mirrored box), saving a pass.
+        views = geometry.random_resized_crop(
+            images,
+            seeds[_CROP],
+            size=self.size,
+            scale=self.crop_scale,
+            ratio=self.crop_ratio,
+            flip_probability=self.flip_probability,
+            num_crops=num_copies,
+        )
+        views = color.color_jitter(
+            views,
+            seeds[_JITTER],
+            brightness=brightness,
+            contrast=contrast,
+            saturation=saturation,
+            hue=hue,
+            probability=self.jitter_probability,
+        )
+        views = color.random_grayscale(views, seeds[_GRAY], self.grayscale_probability)
+        views = blur_lib.gaussian_blur(
+            views, seeds[_BLUR], probability=self.blur_probability, sigma=self.blur_sigma
+        )
+        return color.solarize(views, seeds[_SOLARIZE], probability=self.solarize_probability)
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewRecipe:
+    """The views a method needs, made from one batch of uint8 images.
+
+    Call it after batching in `tf.data`, with a seed that changes every batch:
+
+        dataset = images.batch(256, drop_remainder=True).enumerate()
+        dataset = dataset.map(
+            lambda step, batch: recipe(batch, tf.stack([seed, tf.cast(step, tf.int32)])),
+            num_parallel_calls=tf.data.AUTOTUNE)
+
+    Identical views (SimCLR's pair, SwAV's local crops) are made together: the
+    ``k`` views that share a config are one batch of ``k * B`` crops going
+    through one chain of ops, drawn with ``stateless_fold_in(seed, i)`` where
+    ``i`` is the index of the first of them. Every crop still gets its own
+    random draws, and everything is reproducible from the batch seed alone.
+
+    Args:
+        views: one `ViewConfig` per output view.
+
+    Example:
+
+    >>> recipe = ViewRecipe((ViewConfig(size=32), ViewConfig(size=16)))
+    >>> recipe.num_views, recipe.sizes
+    (2, (32, 16))
+    """
+
+    views: tuple
+
+    def __post_init__(self):
+        views = tuple(
+            v if isinstance(v, ViewConfig) else ViewConfig.from_config(v) for v in self.views
+        )
+        if not views:
+            raise ValueError("A ViewRecipe needs at least one view.")
+        object.__setattr__(self, "views", views)
+
+    @property
+    def num_views(self):
+        return len(self.views)
+
+    @property
+    def sizes(self):
+        return tuple(view.size for view in self.views)
+
+    def get_config(self):
+        return {"views": [view.get_config() for view in self.views]}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(views=tuple(ViewConfig.from_config(v) for v in config["views"]))
+
+    @tf.autograph.experimental.do_not_convert  # static Python only; see common.batched
+    def __call__(self, images, seed):
+        """Makes every view of a batch.
+
+        Args:
+            images: ``[B, H, W, 3]`` (or ``[H, W, 3]``) uint8 in ``[0, 255]``, or
+                float already in ``[0, 1]``.
+            seed: integer tensor of shape ``[2]``.
+
+        Returns:
+            A tuple of float32 ``[B, size_i, size_i, 3]`` tensors in ``[0, 1]``.
+        """
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank == 3:
+            return tuple(view[0] for view in self(images[tf.newaxis], seed))
+        # Convert once for all views rather than once per view.
+        if images.dtype.is_integer:
+            images = tf.cast(images, tf.float32) * (1.0 / 255.0)
+        else:
+            images = tf.cast(images, tf.float32)
+        seed = tf.cast(seed, tf.int32)
+        groups = {}  # config -> indices of the views that use it
+        for index, view in enumerate(self.views):
+            groups.setdefault(view, []).append(index)
+        outputs = [None] * self.num_views
+        for view, indices in groups.items():
+            group_seed = tf.random.experimental.stateless_fold_in(seed, indices[0])
+            crops = view.apply(images, group_seed, num_copies=len(indices))
+            for index, crop in zip(indices, tf.split(crops, len(indices), axis=0)):
+                outputs[index] = crop
+        return tuple(outputs)
