@@ -156,10 +156,9 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
                             verbose=verbose, shuffle=False).history
     knn_top1 = None
     if monitor is not None:
-        if monitor.last_result is None:  # resumed after the last epoch
-            monitor.set_model(model)
-            monitor.evaluate()
-        knn_top1 = monitor.last_result["top1"]
+        # A run resumed after its last epoch trains nothing: evaluate now.
+        result = monitor.last_result or monitor.evaluate()
+        knn_top1 = result["top1"]
     saved_model = None
     if export_dir:
         saved_model = export_encoder(model.encoder, export_dir, image_size=image_size)

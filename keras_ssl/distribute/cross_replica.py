@@ -44,24 +44,13 @@ def all_gather(tensor):
     context = _replica_context()
     if context is None:
         return tensor
-    # SimCLR's cross-replica concat: write the local rows into a zero tensor
-    # of the global size and sum it over replicas. Unlike
-    # ReplicaContext.all_gather, this is a single all-reduce with a data
-    # dependency on `tensor`; all_gather's extra shape exchange has none, so
-    # it can be scheduled in a different order on different replicas and
-    # pair with another replica's BatchNorm all-reduce, which aborts the step.
-    # The gradient of a sum all-reduce is the all-reduce of the gradients:
-    # each replica gets the summed gradient of its own rows.
-    dtype = tensor.dtype
-    values = tf.cast(tensor, tf.float32) if dtype.is_integer else tensor
-    local_batch = tf.shape(values)[0]
-    replicas = context.num_replicas_in_sync
-    rows = tf.range(local_batch) + replica_id() * local_batch
-    shape = tf.concat([[replicas * local_batch], tf.shape(values)[1:]], axis=0)
-    scattered = tf.scatter_nd(rows[:, None], values, shape)
-    gathered = context.all_reduce(tf.distribute.ReduceOp.SUM, scattered)
-    # Integers (dataset indices) travel as float32: exact below 2**24.
-    return tf.cast(tf.round(gathered), dtype) if dtype.is_integer else gathered
+    # Collectives are matched across replicas by instance keys that are
+    # assigned while tracing, in each replica's program order, not by the
+    # order in which they run; all_gather therefore needs no ordering with
+    # BatchNorm's all-reduces. (Aborts such as "Shape mismatch in the
+    # collective instance 100" came from a second MirroredStrategy in the
+    # process reusing the first one's keys; see make_strategy.)
+    return context.all_gather(tensor, axis=0)
 
 
 def all_reduce_sum(tensor):

@@ -45,10 +45,23 @@ def make_strategy(name="default", *, cpu_replicas=0, tpu_address=""):
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        devices = None
         if cpu_replicas and not tf.config.list_physical_devices("GPU"):
-            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=devices)
+            # Reduce on one CPU and broadcast instead of TF's default
+            # collective ops. Collectives pair up by (group key, instance
+            # key); every MirroredStrategy restarts at group key 1 and
+            # instance key 100, and the runtime caches each instance's
+            # type, dtype and shape for the life of the process. A second
+            # strategy in the same process (tests, notebooks, train then
+            # evaluate) then reuses keys whose cached shape belongs to the
+            # first one's collectives and aborts ("Shape mismatch in the
+            # collective instance 100", "expected type 0 and data_type 1").
+            # ReductionToOneDevice uses no collective keys; on one host's
+            # logical CPUs it costs nothing. GPUs keep TF's default (NCCL
+            # collectives): create one mirrored strategy per process there.
+            return tf.distribute.MirroredStrategy(
+                devices=[d.name for d in tf.config.list_logical_devices("CPU")],
+                cross_device_ops=tf.distribute.ReductionToOneDevice())
+        return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy=multi_worker needs the TF_CONFIG "

@@ -52,13 +52,12 @@ class BYOL(MomentumMethod):
         features = self.encode_views(views[:2], training, together=False)
         projections = tuple(self.projector(f, training=training) for f in features)
         predictions = tuple(self.predictor(p, training=training) for p in projections)
-        # Same order of collectives (synchronized BatchNorm) on every replica:
-        # the target branch strictly after the online one.
-        with tf.control_dependencies(predictions):
-            targets = tuple(
-                tf.stop_gradient(self.target_projector(
-                    self.target_encoder(v, training=training), training=training))
-                for v in views[:2])
+        # No control dependencies needed for synchronized BatchNorm: replicas
+        # match collectives by trace-time instance keys, not execution order.
+        targets = tuple(
+            tf.stop_gradient(self.target_projector(
+                self.target_encoder(v, training=training), training=training))
+            for v in views[:2])
         return ViewOutputs(features=features, projections=projections,
                            predictions=predictions, targets=targets, indices=indices)
 

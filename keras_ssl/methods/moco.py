@@ -73,15 +73,14 @@ class MoCo(MomentumMethod):
 
     def forward_views(self, views, indices, training):
         self.update_targets(self.optimizer.iterations)
+        # No ordering between the query and key branches is needed: replicas
+        # match collectives (shuffle all-gathers, synchronized BatchNorm) by
+        # instance keys assigned at trace time, not by execution order.
+        query_views = views[:2] if self.symmetric else views[:1]
+        features = self.encode_views(query_views, training)
+        projections = tuple(self.projector(f, training=training) for f in features)
         key_views = (views[1], views[0]) if self.symmetric else (views[1],)
         targets = tuple(self._keys(v, training) for v in key_views)
-        # Collectives (the key shuffle's all-gathers, synchronized BatchNorm)
-        # must be issued in the same order on every replica, or they pair up
-        # wrongly and abort: run the query branch strictly after the keys.
-        with tf.control_dependencies(targets):
-            query_views = views[:2] if self.symmetric else views[:1]
-            features = self.encode_views(query_views, training)
-            projections = tuple(self.projector(f, training=training) for f in features)
         return ViewOutputs(features=features, projections=projections,
                            targets=targets, indices=indices)
 

@@ -33,6 +33,7 @@ class MomentumMethod(Method):
         self.final_momentum = base_momentum if final_momentum is None else final_momentum
         self.total_steps = total_steps
         self._ema_pairs = []
+        self._target_variable_ids = set()
 
     def make_target(self, online, name):
         """Returns a non-trainable copy of `online`, registered for EMA updates."""
@@ -48,8 +49,18 @@ class MomentumMethod(Method):
         # Only trainable weights are averaged; the target's BatchNorm keeps its
         # own moving statistics from its own forward passes (BYOL, MoCo).
         self._ema_pairs.extend(zip(online.trainable_weights, target.trainable_weights))
-        target.trainable = False
+        # The target stays `trainable` and is left out of `update_variables`
+        # instead: a Keras BatchNormalization whose layer is not trainable
+        # runs in inference mode even when called with training=True, so a
+        # frozen target would normalise with its never-updated moving
+        # statistics instead of batch statistics, and its keys collapse.
+        self._target_variable_ids.update(id(v) for v in target.trainable_weights)
         return target
+
+    def update_variables(self):
+        """Online variables only: targets move by EMA, never by the optimizer."""
+        return [v for v in super().update_variables()
+                if id(v) not in self._target_variable_ids]
 
     def momentum_at(self, step):
         """tau at optimizer step `step` (a tensor)."""

@@ -1,0 +1,64 @@
+"""One harness every method passes: a real fit step, moved state, 1 vs 2 replicas.
+
+`TINY_CONFIGS` holds the smallest constructor arguments of each registered
+method; a method added to the registry without an entry here fails
+`test_every_method_has_a_tiny_config`.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_ssl import distribute, methods
+from keras_ssl.backbones import tiny_backbone
+
+GLOBAL_BATCH = 8
+NUM_EXAMPLES = 32
+
+TINY_CONFIGS = {
+    "simclr": dict(projection_dim=8, temperature=0.5),
+    "moco_v2": dict(projection_dim=8, queue_size=12, temperature=0.2, momentum=0.9, shuffle_bn=True),
+    "npid": dict(num_examples=NUM_EXAMPLES, projection_dim=8),
+    "byol": dict(projection_hidden_dim=16, projection_dim=8, prediction_hidden_dim=16,
+                 base_momentum=0.9, total_steps=4),
+}
+
+
+def build(name, seed=0):
+    """The method with a tiny sync-BN backbone (identical on 1 and N replicas)."""
+    keras.utils.set_random_seed(seed)
+    encoder = tiny_backbone(image_size=16, width=4, norm="sync_batch")
+    return methods.get(name, encoder=encoder, **TINY_CONFIGS[name])
+
+
+def batches(num_batches=2, seed=0, image_size=16):
+    rng = np.random.default_rng(seed)
+    count = num_batches * GLOBAL_BATCH
+    views = tuple(rng.uniform(size=(count, image_size, image_size, 3)).astype("float32")
+                  for _ in range(2))
+    indices = rng.permutation(NUM_EXAMPLES)[:count].astype("int64")
+    return tf.data.Dataset.from_tensor_slices(
+        {"views": views, "index": indices}).batch(GLOBAL_BATCH, drop_remainder=True)
+
+
+def mirrored_strategy():
+    """MirroredStrategy over the 2 logical CPUs, built as `--strategy=mirrored` builds it.
+
+    make_strategy uses ReductionToOneDevice, not collective ops: a second
+    collective MirroredStrategy in the process would reuse the first one's
+    collective keys, and the runtime's cached shapes for them abort its steps.
+    """
+    return distribute.make_strategy("mirrored", cpu_replicas=2)
+
+
+def train(name, strategy, num_batches=2):
+    """Builds under `strategy`, trains on `batches()`; returns (model, history)."""
+    with strategy.scope():
+        model = build(name)
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    history = model.fit(batches(num_batches), epochs=1, verbose=0, shuffle=False)
+    return model, history.history
+
+
+def weights_by_path(model):
+    return {w.path: np.array(w.numpy()) for w in model.weights}
