@@ -55,18 +55,19 @@ def load_training_data(spec, *, image_size, train_per_class, imbalance_ratio,
                                           max_per_class=train_per_class or None)
     elif train_per_class:
         train = ssl_data.per_class_subset(train, train_per_class)
-    skipped = len(source.skipped_files)
-    if train.paths is not None and len(train) * image_size**2 * 3 <= cache_limit_bytes:
-        decoded = ssl_data.decode_split(train, image_size)
-        skipped += len(train) - len(decoded)
-        train = decoded
-    test = source.test
-    if test is not None and test.paths is not None and (
-            len(test) * image_size**2 * 3 <= cache_limit_bytes):
-        decoded = ssl_data.decode_split(test, image_size)
-        skipped += len(test) - len(decoded)
-        source = dataclasses.replace(source, test=decoded)
-    return source, train, skipped
+    train, skipped_train = _decode_if_it_fits(train, image_size, cache_limit_bytes)
+    test, skipped_test = _decode_if_it_fits(source.test, image_size, cache_limit_bytes)
+    source = dataclasses.replace(source, test=test)
+    return source, train, len(source.skipped_files) + skipped_train + skipped_test
+
+
+def _decode_if_it_fits(split, image_size, cache_limit_bytes):
+    """Decodes a streamed split into memory when it fits; returns (split, files skipped)."""
+    if split is None or split.paths is None or (
+            len(split) * image_size**2 * 3 > cache_limit_bytes):
+        return split, 0
+    decoded = ssl_data.decode_split(split, image_size)
+    return decoded, len(split) - len(decoded)
 
 
 def make_optimizer(name, *, learning_rate, weight_decay, total_steps, warmup_steps):
