@@ -7,6 +7,7 @@ returns the run's results as a dict (the JSON line of train.py).
 
 import dataclasses
 import inspect
+import json
 import os
 import time
 
@@ -21,6 +22,9 @@ from keras_ssl.export import export_encoder
 from keras_ssl.optimizers import LARS, SGD, WarmupCosine
 
 _EVAL_BATCH_SIZE = 512
+# The run's arguments, beside its checkpoints, so evaluate.py and export.py can
+# rebuild the encoder from a model_dir alone.
+RUN_CONFIG_FILE = "config.json"
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -70,6 +74,12 @@ def _decode_if_it_fits(split, image_size, cache_limit_bytes):
     return decoded, len(split) - len(decoded)
 
 
+def _write_run_config(model_dir, run_config):
+    os.makedirs(model_dir, exist_ok=True)
+    with open(os.path.join(model_dir, RUN_CONFIG_FILE), "w") as file:
+        json.dump(run_config, file, indent=1, sort_keys=True, default=repr)
+
+
 def make_optimizer(name, *, learning_rate, weight_decay, total_steps, warmup_steps):
     schedule = WarmupCosine(learning_rate, total_steps=total_steps,
                             warmup_steps=warmup_steps)
@@ -101,8 +111,10 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
              mixed_precision=False, jit_compile=False, export_dir=None, verbose=1,
              method_kwargs=None, view_kwargs=None):
     """Trains `method` on `data`; returns a dict of results (see train.py)."""
+    run_config = dict(locals())  # the arguments only: nothing else is bound yet
     if method not in methods.METHODS:
         raise ValueError(f"--method={method!r} is not one of {', '.join(methods.available())}.")
+    _write_run_config(model_dir, run_config)
     strategy_ = distribute.make_strategy(strategy, cpu_replicas=cpu_replicas,
                                          tpu_address=tpu)
     keras.utils.set_random_seed(seed)
