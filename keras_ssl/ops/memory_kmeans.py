@@ -1,0 +1,288 @@
+"""Online k-means over a memory bank, as InterCLR (and ODC before it) keeps its pseudo-labels.
+
+InterCLR (Xie et al., "Delving into Inter-Image Invariance for Unsupervised
+Visual Representations", IJCV 2022; official code on mmselfsup's `0.x` branch,
+`models/memories/interclr_memory.py` and `core/hooks/interclr_hook.py`) and ODC
+(Zhan et al., CVPR 2020) keep one L2-normalised feature and one cluster label
+per training image, and K centroids, and refresh them every step:
+
+1. write the step's (all-gathered) features into the bank (InterCLR replaces
+   the old row: momentum 1.0) and relabel those rows to the centroid with the
+   largest dot product (centroids are means, not renormalised);
+2. every `centroid_update_interval` steps (10) recompute every centroid as the
+   mean of its members' bank features (an empty cluster keeps its centroid);
+3. every step dissolve the clusters smaller than `min_cluster_size` (20): move
+   their members to the best remaining centroid, then refill each emptied id
+   by splitting the currently largest cluster in two with 2-means (20
+   iterations) and recompute both halves' centroids.
+
+Here all of that is fixed-shape tensor code compiled with XLA
+(`memory_kmeans_step`), and `MemoryBankKMeans` holds the state as replicated
+variables. Where it differs from the official code, and why:
+
+* The 2-means split starts from the first member and the member farthest from
+  it (sklearn's k-means++ with `random_state=0` there). If either half is
+  smaller than `min_cluster_size` (the official code only checks for an empty
+  half, and then splits at random) the cluster is split at the median of the
+  members' projections on the line through the two 2-means centres. So after
+  every update each cluster has at least `min_cluster_size` members, provided
+  the bank holds at least 2 * min_cluster_size * num_clusters rows.
+* The initial clustering (faiss k-means in the official hook) is
+  `keras_ssl.ops.kmeans` with k-means++ seeding, or labels the caller passes.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_ssl.distribute import replicated_state_scope
+from keras_ssl.ops.kmeans import kmeans
+
+_MOVE_CHUNK = 1024  # bank rows relabelled per pass when dissolving small clusters
+_SPLIT_ITERS = 20  # 2-means iterations (the official sklearn max_iter)
+
+
+class MemoryBankKMeans(keras.layers.Layer):
+    """A feature bank with online k-means labels and centroids (InterCLR, ODC).
+
+    Args:
+        size: number of training examples N (one bank row each).
+        dim: feature width D.
+        num_clusters: K (InterCLR, ImageNet: 10,000).
+        min_cluster_size: clusters smaller than this are dissolved and
+            refilled after every update (InterCLR: 20). Needs
+            size >= 2 * min_cluster_size * num_clusters to be guaranteed.
+        centroid_update_interval: recompute all centroids from the bank every
+            this many updates (InterCLR: 10).
+        momentum: weight of the new feature when writing a row,
+            row <- normalize((1 - m) * row + m * feature) (InterCLR: 1.0).
+        seed: seed of the random unit-norm initial rows.
+
+    Until `initialize` is called the bank holds random unit vectors labelled
+    `row % num_clusters`, so every cluster starts with N / K members.
+    `update` takes all-gathered indices and features, so every replica computes
+    the same new state; the variables are created with ONLY_FIRST_REPLICA.
+
+    Example:
+    >>> memory = MemoryBankKMeans(size=64, dim=4, num_clusters=4, min_cluster_size=4)
+    >>> change_ratio = memory.update(tf.range(8), tf.random.normal([8, 4]))
+    >>> int(tf.reduce_min(tf.math.bincount(memory.assignments.value))) >= 4
+    True
+    """
+
+    def __init__(self, size, dim, num_clusters, min_cluster_size=20,
+                 centroid_update_interval=10, momentum=1.0, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.size = size
+        self.dim = dim
+        self.num_clusters = num_clusters
+        self.min_cluster_size = min_cluster_size
+        self.centroid_update_interval = centroid_update_interval
+        self.momentum = momentum
+        self.seed = seed
+        rows = np.random.default_rng(seed).standard_normal((size, dim))
+        rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype("float32")
+        labels = (np.arange(size) % num_clusters).astype("int32")
+        centroids = np.zeros((num_clusters, dim), "float32")
+        np.add.at(centroids, labels, rows)
+        centroids /= np.maximum(np.bincount(labels, minlength=num_clusters), 1)[:, None]
+        with replicated_state_scope():
+            self.features = self.add_weight(
+                shape=(size, dim), trainable=False, name="features",
+                initializer=keras.initializers.Constant(rows))
+            self.assignments = self.add_weight(
+                shape=(size,), dtype="int32", trainable=False, name="assignments",
+                initializer=keras.initializers.Constant(labels))
+            self.centroids = self.add_weight(
+                shape=(num_clusters, dim), trainable=False, name="centroids",
+                initializer=keras.initializers.Constant(centroids))
+            self.updates = self.add_weight(shape=(), dtype="int64", trainable=False,
+                                           initializer="zeros", name="updates")
+        self.built = True
+
+    def initialize(self, features, assignments=None, num_iters=20):
+        """Fills the whole bank and clusters it (the official hook's set-up step).
+
+        Args:
+            features: [size, dim] features of every training example.
+            assignments: optional [size] initial labels; by default k-means
+                (k-means++ seeding, `num_iters` iterations) on the
+                normalised features.
+        """
+        rows = tf.math.l2_normalize(tf.cast(features, tf.float32), axis=1)
+        if assignments is None:
+            assignments, _ = kmeans(rows, self.num_clusters, num_iters,
+                                    init="kmeans++", seed=self.seed)
+        assignments = tf.cast(assignments, tf.int32)
+        centroids = centroids_from_bank(rows, assignments, self.centroids.value)
+        assignments, centroids = dissolve_small_clusters(
+            rows, assignments, centroids, self.min_cluster_size)
+        self.features.assign(rows)
+        self.assignments.assign(assignments)
+        self.centroids.assign(centroids)
+
+    def update(self, indices, features):
+        """Writes and relabels the rows of `indices` (all-gathered), then maintains the clusters.
+
+        Returns:
+            The fraction of the given rows whose label changed (InterCLR logs it).
+        """
+        updates = self.updates + 1
+        recompute = tf.equal(updates % self.centroid_update_interval, 0)
+        bank, assignments, centroids, change_ratio = memory_kmeans_step(
+            self.features.value, self.assignments.value, self.centroids.value,
+            tf.cast(indices, tf.int32), tf.stop_gradient(features), recompute,
+            momentum=float(self.momentum), min_cluster_size=int(self.min_cluster_size))
+        self.features.assign(bank)
+        self.assignments.assign(assignments)
+        self.centroids.assign(centroids)
+        self.updates.assign(updates)
+        return change_ratio
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "dim": self.dim,
+                "num_clusters": self.num_clusters,
+                "min_cluster_size": self.min_cluster_size,
+                "centroid_update_interval": self.centroid_update_interval,
+                "momentum": self.momentum, "seed": self.seed}
+
+
+@tf.function(jit_compile=True)
+def memory_kmeans_step(bank, assignments, centroids, indices, features, recompute,
+                       momentum, min_cluster_size):
+    """One InterCLR memory update as a pure function of the state.
+
+    Args:
+        bank: [N, D] unit-norm features; assignments: [N] int32;
+        centroids: [K, D]; indices: [B] int32 rows to write;
+        features: [B, D] their new features (normalised here);
+        recompute: bool scalar, recompute all centroids from the bank.
+
+    Returns:
+        (bank, assignments, centroids, change_ratio).
+    """
+    features = tf.math.l2_normalize(tf.cast(features, tf.float32), axis=1)
+    rows = indices[:, None]
+    if momentum != 1.0:
+        old = tf.gather(bank, indices)
+        features = tf.math.l2_normalize((1.0 - momentum) * old + momentum * features,
+                                        axis=1)
+    bank = tf.tensor_scatter_nd_update(bank, rows, features)
+    labels = tf.argmax(tf.matmul(features, centroids, transpose_b=True), axis=1,
+                       output_type=tf.int32)
+    change_ratio = tf.reduce_mean(
+        tf.cast(tf.not_equal(labels, tf.gather(assignments, indices)), tf.float32))
+    assignments = tf.tensor_scatter_nd_update(assignments, rows, labels)
+    centroids = tf.cond(recompute,
+                        lambda: centroids_from_bank(bank, assignments, centroids),
+                        lambda: centroids)
+    assignments, centroids = dissolve_small_clusters(bank, assignments, centroids,
+                                                     min_cluster_size)
+    return bank, assignments, centroids, change_ratio
+
+
+def cluster_sizes(assignments, num_clusters):
+    return tf.math.unsorted_segment_sum(tf.ones_like(assignments), assignments,
+                                        num_clusters)
+
+
+def centroids_from_bank(bank, assignments, previous):
+    """Member means (not renormalised, as InterCLR); empty clusters keep `previous`."""
+    num_clusters = previous.shape[0]
+    sums = tf.math.unsorted_segment_sum(bank, assignments, num_clusters)
+    counts = tf.cast(cluster_sizes(assignments, num_clusters), bank.dtype)[:, None]
+    return tf.where(counts > 0, sums / tf.maximum(counts, 1.0), previous)
+
+
+def dissolve_small_clusters(bank, assignments, centroids, min_cluster_size):
+    """ODC/InterCLR's `deal_with_small_clusters` with fixed shapes."""
+    num_clusters = centroids.shape[0]
+    small = cluster_sizes(assignments, num_clusters) < min_cluster_size
+    # With every cluster small there is nowhere to move members to.
+    needed = tf.reduce_any(small) & ~tf.reduce_all(small)
+    return tf.cond(needed,
+                   lambda: _dissolve(bank, assignments, centroids, small,
+                                     min_cluster_size),
+                   lambda: (assignments, centroids))
+
+
+def _dissolve(bank, assignments, centroids, small, min_cluster_size):
+    num_rows, num_clusters = bank.shape[0], centroids.shape[0]
+    chunk = min(num_rows, _MOVE_CHUNK)
+    barred = tf.where(small, float("-inf"), 0.0)[None, :]
+
+    # 1. Relabel the members of small clusters, a chunk of rows at a time.
+    def move(assignments, pending):
+        _, rows = tf.math.top_k(tf.cast(pending, tf.float32), chunk)
+        scores = tf.matmul(tf.gather(bank, rows), centroids, transpose_b=True) + barred
+        labels = tf.where(tf.gather(pending, rows),
+                          tf.argmax(scores, axis=1, output_type=tf.int32),
+                          tf.gather(assignments, rows))
+        return (tf.tensor_scatter_nd_update(assignments, rows[:, None], labels),
+                tf.tensor_scatter_nd_update(pending, rows[:, None],
+                                            tf.zeros([chunk], tf.bool)))
+
+    assignments, _ = tf.while_loop(lambda _, pending: tf.reduce_any(pending), move,
+                                   (assignments, tf.gather(small, assignments)))
+
+    # 2. Refill each emptied id by splitting the currently largest cluster.
+    emptied = tf.argsort(tf.cast(~small, tf.int32), stable=True)  # small ids first
+    num_emptied = tf.reduce_sum(tf.cast(small, tf.int32))
+
+    def refill(j, assignments, centroids):
+        empty_id = emptied[j]
+        sizes = cluster_sizes(assignments, num_clusters)
+        largest = tf.argmax(sizes, output_type=tf.int32)
+        members = tf.equal(assignments, largest)
+        moved = _split_in_two(bank, members, sizes[largest], min_cluster_size)
+        assignments = tf.where(moved, empty_id, assignments)
+        kept = members & ~moved
+        centroids = tf.tensor_scatter_nd_update(
+            centroids, tf.stack([[empty_id], [largest]]),
+            tf.stack([_mean(bank, moved), _mean(bank, kept)]))
+        return j + 1, assignments, centroids
+
+    _, assignments, centroids = tf.while_loop(
+        lambda j, *_: j < num_emptied, refill, (tf.constant(0), assignments, centroids))
+    return assignments, centroids
+
+
+def _mean(bank, rows):
+    weights = tf.cast(rows, bank.dtype)[:, None]
+    return tf.reduce_sum(bank * weights, axis=0) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+def _split_in_two(bank, members, size, min_cluster_size):
+    """Boolean [N]: the members that form the second half of a 2-means split."""
+    first = bank[tf.argmax(tf.cast(members, tf.int32), output_type=tf.int32)]
+    spread = tf.where(members, tf.reduce_sum(tf.square(bank - first), axis=1), -1.0)
+    centre_a, centre_b = first, bank[tf.argmax(spread, output_type=tf.int32)]
+
+    def side_b(centre_a, centre_b):
+        # Closer to b than to a: x.(b - a) > (|b|^2 - |a|^2) / 2.
+        threshold = 0.5 * (tf.reduce_sum(tf.square(centre_b))
+                           - tf.reduce_sum(tf.square(centre_a)))
+        return members & (tf.linalg.matvec(bank, centre_b - centre_a) > threshold)
+
+    def lloyd(i, centre_a, centre_b):
+        to_b = side_b(centre_a, centre_b)
+        to_a = members & ~to_b
+        centre_a = tf.where(tf.reduce_any(to_a), _mean(bank, to_a), centre_a)
+        centre_b = tf.where(tf.reduce_any(to_b), _mean(bank, to_b), centre_b)
+        return i + 1, centre_a, centre_b
+
+    _, centre_a, centre_b = tf.while_loop(lambda i, *_: i < _SPLIT_ITERS, lloyd,
+                                          (tf.constant(0), centre_a, centre_b))
+    to_b = side_b(centre_a, centre_b)
+    size_b = tf.reduce_sum(tf.cast(to_b, tf.int32))
+    balanced = (size_b >= min_cluster_size) & (size - size_b >= min_cluster_size)
+
+    def median_split():
+        projection = tf.where(members, tf.linalg.matvec(bank, centre_b - centre_a),
+                              float("-inf"))
+        order = tf.argsort(projection, direction="DESCENDING", stable=True)
+        rank = tf.scatter_nd(order[:, None], tf.range(tf.shape(order)[0]),
+                             tf.shape(order))
+        return members & (rank < size // 2)
+
+    return tf.cond(balanced, lambda: to_b, median_split)
