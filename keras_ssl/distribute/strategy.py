@@ -2,6 +2,7 @@
 
 import json
 import os
+import tempfile
 
 import tensorflow as tf
 
@@ -63,12 +64,69 @@ def make_strategy(name="default", *, cpu_replicas=0, tpu_address=""):
                 cross_device_ops=tf.distribute.ReductionToOneDevice())
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy=multi_worker needs the TF_CONFIG "
-                             "environment variable (cluster and task).")
-        json.loads(os.environ["TF_CONFIG"])  # fail early on malformed JSON
+        _check_tf_config()
+        # Created first thing in the process, before any op runs: the
+        # collective runtime is configured when the strategy is built.
         return tf.distribute.MultiWorkerMirroredStrategy()
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
+
+
+def _check_tf_config():
+    """Fails early, with one clear message, on a missing or malformed TF_CONFIG."""
+    if "TF_CONFIG" not in os.environ:
+        raise ValueError("--strategy=multi_worker needs the TF_CONFIG "
+                         "environment variable (cluster and task).")
+    try:
+        config = json.loads(os.environ["TF_CONFIG"])
+        workers = config["cluster"]["worker"]
+        task = config["task"]
+        task["type"], int(task["index"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            "TF_CONFIG must be JSON like {\"cluster\": {\"worker\": [\"host1:port\", "
+            "\"host2:port\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}; "
+            f"got {os.environ['TF_CONFIG']!r} ({error}).") from None
+    if not workers:
+        raise ValueError("TF_CONFIG lists no workers.")
+
+
+def task_of(strategy):
+    """(task_type, task_id) of this process; (None, 0) outside a cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return None, 0
+    return resolver.task_type, int(resolver.task_id or 0)
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's outputs (checkpoints, logs, exports, results).
+
+    Single-process strategies are always chief. In a cluster the chief is
+    the "chief" task, or worker 0 when the cluster has no "chief" task (the
+    TF_CONFIG convention MultiWorkerMirroredStrategy follows).
+    """
+    task_type, task_id = task_of(strategy)
+    if task_type is None:
+        return True
+    if task_type == "chief":
+        return True
+    cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and "chief" not in cluster
+
+
+def worker_directory(directory, strategy):
+    """Where this process writes what goes to `directory`.
+
+    The chief writes to `directory`; other workers still run every save
+    (MultiWorkerMirroredStrategy saves may take part in collectives) but to a
+    scratch directory of their own, as TensorFlow's multi-worker guide
+    recommends, so two writers never race on the same files.
+    """
+    if is_chief(strategy):
+        return os.fspath(directory)
+    task_type, task_id = task_of(strategy)
+    return os.path.join(tempfile.gettempdir(), f"keras_ssl_{os.getpid()}",
+                        f"{task_type}_{task_id}", os.path.basename(os.fspath(directory)))
