@@ -17,8 +17,10 @@ import tensorflow as tf
 from keras_ssl import augment, backbones, distribute, methods
 from keras_ssl import data as ssl_data
 from keras_ssl.checkpointing import EpochCheckpoint
+from keras_ssl.distribute.strategy import is_chief, worker_directory
 from keras_ssl.evaluation import KnnMonitor
 from keras_ssl.export import export_encoder
+from keras_ssl.fault_tolerance import InjectNaN, StopOnNonFiniteLoss, enable_determinism
 from keras_ssl.optimizers import LARS, SGD, WarmupCosine
 
 _EVAL_BATCH_SIZE = 512
@@ -109,15 +111,27 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
              blur=True, model_dir="runs", seed=0, strategy="default", cpu_replicas=0,
              tpu="", knn_every_epochs=0, knn_k=200, knn_temperature=0.1,
              mixed_precision=False, jit_compile=False, export_dir=None, verbose=1,
-             method_kwargs=None, view_kwargs=None):
-    """Trains `method` on `data`; returns a dict of results (see train.py)."""
+             deterministic=False, inject_nan_at_step=0, method_kwargs=None,
+             view_kwargs=None):
+    """Trains `method` on `data`; returns a dict of results (see train.py).
+
+    Returns None on the non-chief workers of a multi-worker job: they train
+    in lockstep with the chief but write nothing to `model_dir`.
+    Raises `keras_ssl.fault_tolerance.NonFiniteLossError` when the loss
+    becomes NaN or Inf; the checkpoints then end at the last good epoch.
+    """
     run_config = dict(locals())  # the arguments only: nothing else is bound yet
     if method not in methods.METHODS:
         raise ValueError(f"--method={method!r} is not one of {', '.join(methods.available())}.")
-    _write_run_config(model_dir, run_config)
     strategy_ = distribute.make_strategy(strategy, cpu_replicas=cpu_replicas,
                                          tpu_address=tpu)
-    keras.utils.set_random_seed(seed)
+    chief = is_chief(strategy_)
+    if chief:
+        _write_run_config(model_dir, run_config)
+    if deterministic:
+        enable_determinism(seed)
+    else:
+        keras.utils.set_random_seed(seed)
     if mixed_precision:
         keras.mixed_precision.set_global_policy(
             "mixed_bfloat16" if strategy == "tpu" else "mixed_float16")
@@ -143,12 +157,19 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
         model.compile(optimizer=opt, jit_compile=jit_compile)
         opt.build(model.update_variables())
 
-    checkpoint = EpochCheckpoint(model, os.path.join(model_dir, "checkpoints"))
+    # Every worker restores from the chief's directory (shared storage on a
+    # real cluster) and takes part in each save, but only the chief's lands there.
+    checkpoint_dir = os.path.join(model_dir, "checkpoints")
+    checkpoint = EpochCheckpoint(model, checkpoint_dir,
+                                 write_directory=worker_directory(checkpoint_dir, strategy_))
     initial_epoch = checkpoint.restore_latest()
     timer = EpochTimer()
-    callbacks = [timer, checkpoint]
+    # The NaN guard comes before the checkpoint: it raises at the bad batch,
+    # so no on_epoch_end (and no checkpoint) follows a non-finite step.
+    callbacks = [InjectNaN(inject_nan_at_step)] if inject_nan_at_step else []
+    callbacks += [StopOnNonFiniteLoss(), timer, checkpoint]
     monitor = None
-    if source.num_classes and source.test is not None:
+    if chief and source.num_classes and source.test is not None:
         monitor = KnnMonitor(
             lambda: model.encoder,
             ssl_data.eval_dataset(train, batch_size=_EVAL_BATCH_SIZE, image_size=image_size),
@@ -157,7 +178,8 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
             num_classes=source.num_classes, every_epochs=knn_every_epochs,
             k=knn_k, temperature=knn_temperature)
         callbacks.append(monitor)
-    callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")))
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")))
 
     history = {}
     if initial_epoch < epochs:
@@ -167,6 +189,8 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
         history = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch,
                             steps_per_epoch=steps, callbacks=callbacks,
                             verbose=verbose, shuffle=False).history
+    if not chief:
+        return None
     knn_top1 = None
     if monitor is not None:
         # A run resumed after its last epoch trains nothing: evaluate now.
@@ -180,6 +204,7 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
         "method": method,
         "epochs": epochs,
         "epochs_run": timer.epochs,
+        "initial_epoch": initial_epoch,
         "train_images": len(train),
         "global_batch_size": global_batch_size,
         "replicas": strategy_.num_replicas_in_sync,

@@ -4,7 +4,11 @@
         --data=../shared/data/cifar10 --model_dir=/tmp/simclr
 
 Rerunning the same command resumes from the last epoch checkpoint in
---model_dir. Flags given on the command line override the preset.
+--model_dir, also after a kill (SIGKILL included) or a damaged newest
+checkpoint; with --deterministic the resumed run ends with the same weights
+as an uninterrupted one. A NaN/Inf loss stops the run with exit status 1 and
+one error line naming the step; the checkpoints end at the last good epoch.
+Flags given on the command line override the preset.
 """
 
 import json
@@ -17,6 +21,7 @@ import keras_ssl  # noqa: E402,F401  (sets TensorFlow's environment first)
 from absl import app, flags, logging  # noqa: E402
 
 from keras_ssl import distribute  # noqa: E402
+from keras_ssl.fault_tolerance import NonFiniteLossError  # noqa: E402
 from keras_ssl.methods import registry  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -46,6 +51,11 @@ flags.DEFINE_float("knn_temperature", 0.1, "Vote temperature of the kNN monitor.
 flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 (GPU) / mixed_bfloat16 (TPU).")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the whole step (single device only).")
 flags.DEFINE_string("export_dir", None, "Export the encoder here at the end (SavedModel + .keras).")
+flags.DEFINE_boolean("deterministic", False,
+                     "Deterministic TF ops and seeds: a resumed run ends with the same "
+                     "weights as an uninterrupted one (slower on GPUs).")
+flags.DEFINE_integer("debug_inject_nan_at_step", 0,
+                     "Testing aid: make the loss of this 1-based global step NaN (0: off).")
 flags.DEFINE_integer("verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
 
 
@@ -70,7 +80,8 @@ def run():
         "optimizer", "learning_rate", "weight_decay", "warmup_epochs", "blur",
         "model_dir", "seed", "strategy", "cpu_replicas", "tpu", "knn_every_epochs",
         "knn_k", "knn_temperature", "mixed_precision", "jit_compile", "export_dir",
-        "verbose")}
+        "verbose", "deterministic")}
+    config["inject_nan_at_step"] = FLAGS.debug_inject_nan_at_step
     config["model_dir"] = config["model_dir"] or os.path.join("runs", FLAGS.method)
     return pretrain(**config, method_kwargs=method_kwargs, view_kwargs=view_kwargs)
 
@@ -83,7 +94,11 @@ def main(argv):
     except (ValueError, FileNotFoundError, NotADirectoryError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         sys.exit(2)
-    print(json.dumps(result))
+    except NonFiniteLossError as error:
+        print(f"train.py: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    if result is not None:  # None on non-chief workers: only the chief reports
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":
