@@ -11,9 +11,17 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_ssl.data.readers import resize_uint8
+
 
 def export_encoder(encoder, export_dir, *, image_size):
     """Writes `export_dir/saved_model` (serving) and `export_dir/encoder.keras`.
+
+    The `serve` signature preprocesses as the evaluation pipeline does: images
+    of another size are resized with antialiasing and rounded back to uint8
+    (`keras_ssl.data.readers.resize_uint8`), then scaled to [0, 1]; images
+    already at `image_size` go straight to the encoder. Features are float32
+    even for a mixed-precision encoder.
 
     Args:
         encoder: the method's `encoder` (float images in [0, 1] -> features).
@@ -22,6 +30,10 @@ def export_encoder(encoder, export_dir, *, image_size):
 
     Returns:
         The SavedModel path.
+
+    Example:
+        >>> path = export_encoder(method.encoder, "/tmp/export", image_size=32)
+        >>> features = tf.saved_model.load(path).serve(uint8_images)  # [B, D]
     """
     os.makedirs(export_dir, exist_ok=True)
     saved_model_dir = os.path.join(export_dir, "saved_model")
@@ -30,9 +42,16 @@ def export_encoder(encoder, export_dir, *, image_size):
 
     def serve(images):
         # Preprocessing lives inside the graph: callers pass raw pixels.
+        shape = tf.shape(images)
+        same_size = tf.logical_and(tf.equal(shape[1], image_size),
+                                   tf.equal(shape[2], image_size))
+        # Skipping the resize at the training size keeps the features equal to
+        # the Keras encoder's on the same pixels.
+        images = tf.cond(same_size, lambda: images,
+                         lambda: resize_uint8(images, image_size))
+        images = tf.ensure_shape(images, [None, image_size, image_size, 3])
         pixels = tf.cast(images, tf.float32) / 255.0
-        pixels = tf.image.resize(pixels, (image_size, image_size))
-        return encoder(pixels, training=False)
+        return tf.cast(encoder(pixels, training=False), tf.float32)
 
     archive.add_endpoint(
         name="serve", fn=serve,
