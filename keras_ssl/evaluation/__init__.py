@@ -2,6 +2,7 @@
 
 from keras_ssl.evaluation.clustering import cluster_metrics, clustering_accuracy
 from keras_ssl.evaluation.features import extract_features
+from keras_ssl.evaluation.history import read_tensorboard_history
 from keras_ssl.evaluation.knn import knn_accuracy, weighted_knn_predict
 from keras_ssl.evaluation.knn_monitor import KnnMonitor
 from keras_ssl.evaluation.linear_probe import linear_probe
@@ -20,6 +21,7 @@ __all__ = [
     "linear_probe",
     "plot_embedding",
     "plot_training_curves",
+    "read_tensorboard_history",
     "top_k_accuracy",
     "weighted_knn_predict",
 ]
