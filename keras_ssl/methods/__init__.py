@@ -2,6 +2,7 @@
 
 from keras_ssl.methods.base import Method, ViewOutputs
 from keras_ssl.methods.byol import BYOL
+from keras_ssl.methods.cld import BYOLCLD, MoCoCLD, NPIDCLD
 from keras_ssl.methods.moco import MoCo
 from keras_ssl.methods.momentum import MomentumMethod
 from keras_ssl.methods.npid import NPID

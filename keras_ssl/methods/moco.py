@@ -7,6 +7,7 @@ from keras_ssl.layers import Queue, mlp_head
 from keras_ssl.losses import info_nce_loss
 from keras_ssl.methods.base import ViewOutputs
 from keras_ssl.methods.momentum import MomentumMethod
+from keras_ssl.objectives.cld import normalized_head
 
 
 class MoCo(MomentumMethod):
@@ -15,7 +16,8 @@ class MoCo(MomentumMethod):
     Args:
         encoder: backbone (the query encoder; the key encoder is its EMA copy).
         projection_hidden_dim: hidden width of the MLP head (None: feature
-            width; MoCo v2's head is 2048-2048-128 on ResNet-50, without BN).
+            width; MoCo v2's head is 2048-2048-128 on ResNet-50, without BN;
+            0: no hidden layer, the linear head of MoCo v1 and CLD's CIFAR code).
         projection_dim: key width (128).
         queue_size: negatives kept (65,536 on ImageNet, 4,096 on CIFAR).
         temperature: 0.2 (MoCo v2).
@@ -26,6 +28,15 @@ class MoCo(MomentumMethod):
             shuffled across replicas and unshuffle the keys. MoCo's fix for
             BatchNorm leaking which key matches which query through
             per-device batch statistics. With one replica it changes nothing.
+        normlinear: end the head with CLD's NormLinear (a cosine layer
+            without bias) instead of a Dense layer; CLD's `--normlinear`
+            (CIFAR MoCo+CLD, and with the hidden layer its ImageNet "NormMLP").
+        shared_key_view: CLD's MoCo code (`train_cifar_moco_cld.py`,
+            `models/builder.py`) draws three views: queries from views 0 and 1
+            are both contrasted with the key of a third view, the loss
+            averages the two, and that key is enqueued once. Set this to the
+            key's view index (2) to do the same; the view recipe must then
+            make that many views (`num_views=3`). Excludes `symmetric`.
 
     The key encoder is updated before computing the keys, as in the official
     code; keys are all-gathered and enqueued after the step.
@@ -36,15 +47,25 @@ class MoCo(MomentumMethod):
 
     def __init__(self, encoder, *, projection_hidden_dim=None, projection_dim=128,
                  queue_size=65536, temperature=0.2, momentum=0.999, symmetric=False,
-                 shuffle_bn=True, seed=0, **kwargs):
+                 shuffle_bn=True, normlinear=False, shared_key_view=None, seed=0,
+                 **kwargs):
         super().__init__(encoder, base_momentum=momentum, **kwargs)
+        if symmetric and shared_key_view is not None:
+            raise ValueError("symmetric and shared_key_view are two ways to use a "
+                             "second query view; pick one.")
         self.temperature = temperature
         self.symmetric = symmetric
         self.shuffle_bn = shuffle_bn
+        self.shared_key_view = shared_key_view
         self.seed = seed
-        self.projector = mlp_head(
-            self.feature_dim, (projection_hidden_dim or self.feature_dim,),
-            projection_dim, batch_norm=False, name="projector")
+        hidden_dims = (() if projection_hidden_dim == 0
+                       else (projection_hidden_dim or self.feature_dim,))
+        if normlinear:
+            self.projector = normalized_head(self.feature_dim, hidden_dims,
+                                             projection_dim, name="projector")
+        else:
+            self.projector = mlp_head(self.feature_dim, hidden_dims, projection_dim,
+                                      batch_norm=False, name="projector")
         self.key_encoder = self.make_target(self.encoder, "key_encoder")
         self.key_projector = self.make_target(self.projector, "key_projector")
         self.queue = Queue(queue_size, projection_dim, seed=seed, name="queue")
@@ -76,11 +97,21 @@ class MoCo(MomentumMethod):
         # No ordering between the query and key branches is needed: replicas
         # match collectives (shuffle all-gathers, synchronized BatchNorm) by
         # instance keys assigned at trace time, not by execution order.
-        query_views = views[:2] if self.symmetric else views[:1]
+        if self.shared_key_view is not None and len(views) <= self.shared_key_view:
+            raise ValueError(f"shared_key_view={self.shared_key_view} needs "
+                             f"{self.shared_key_view + 1} views, got {len(views)}; "
+                             f"build the view recipe with num_views=3.")
+        two_queries = self.symmetric or self.shared_key_view is not None
+        query_views = views[:2] if two_queries else views[:1]
         features = self.encode_views(query_views, training)
         projections = tuple(self.projector(f, training=training) for f in features)
-        key_views = (views[1], views[0]) if self.symmetric else (views[1],)
-        targets = tuple(self._keys(v, training) for v in key_views)
+        if self.shared_key_view is not None:
+            # One key per image, the positive of both queries (one entry per
+            # query, so the loss pairs them like the symmetric case).
+            targets = (self._keys(views[self.shared_key_view], training),) * 2
+        else:
+            key_views = (views[1], views[0]) if self.symmetric else (views[1],)
+            targets = tuple(self._keys(v, training) for v in key_views)
         return ViewOutputs(features=features, projections=projections,
                            targets=targets, indices=indices)
 

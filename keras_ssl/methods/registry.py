@@ -1,6 +1,7 @@
 """Registry: method names -> classes."""
 
 from keras_ssl.methods.byol import BYOL
+from keras_ssl.methods.cld import BYOLCLD, MoCoCLD, NPIDCLD
 from keras_ssl.methods.moco import MoCo
 from keras_ssl.methods.npid import NPID
 from keras_ssl.methods.simclr import SimCLR
@@ -10,6 +11,9 @@ METHODS = {
     "moco_v2": MoCo,
     "npid": NPID,
     "byol": BYOL,
+    "npid_cld": NPIDCLD,
+    "moco_v2_cld": MoCoCLD,
+    "byol_cld": BYOLCLD,
 }
 
 

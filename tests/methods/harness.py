@@ -21,6 +21,12 @@ TINY_CONFIGS = {
     "npid": dict(num_examples=NUM_EXAMPLES, projection_dim=8),
     "byol": dict(projection_hidden_dim=16, projection_dim=8, prediction_hidden_dim=16,
                  base_momentum=0.9, total_steps=4),
+    # CLD: 3 groups over the global batch of 8 (first-3 initialisation).
+    "npid_cld": dict(num_examples=NUM_EXAMPLES, projection_dim=8, num_groups=3, group_dim=8),
+    "moco_v2_cld": dict(projection_hidden_dim=16, projection_dim=8, queue_size=12,
+                        momentum=0.9, num_groups=3, group_dim=8),
+    "byol_cld": dict(projection_hidden_dim=16, projection_dim=8, prediction_hidden_dim=16,
+                     base_momentum=0.9, total_steps=4, num_groups=3, group_dim=8),
 }
 
 
