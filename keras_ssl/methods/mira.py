@@ -1,0 +1,164 @@
+"""MIRA (Lee, Choi, Kim, Chung, "Unsupervised Visual Representation Learning via
+Mutual Information Regularized Assignment", NeurIPS 2022, arXiv 2211.02284;
+official code movinghoon/mira, `train.py`).
+
+A student (encoder -> projector -> L2 norm -> cosine prototype head) predicts
+pseudo-labels made from an EMA teacher's logits on the two global crops. The
+pseudo-labels are the fixed point of MIRA's mutual-information-regularised
+assignment (`keras_ssl.ops.mira_assign`: 30 iterations, strength beta on a
+cosine schedule from 0.75 to 2/3) over the global batch. Targets from teacher
+crop 0 supervise the student's other crops, targets from crop 1 theirs, and
+the two terms are averaged (`swapped_prediction_loss`, temperature 0.1).
+
+As in the official code: the teacher is the EMA (0.99 -> 1, cosine) of the
+student's encoder and projector, updated before the teacher pass; the head is
+shared, not averaged (the official code copies it every step, "performs
+better"); the head is weight-normalised with the gain fixed to 1
+(`Prototypes(normalize_in_call=True)`) and gets no gradient in the first epoch
+(`--freeze-head-epochs 1`); each crop goes through the networks on its own
+(BatchNorm per crop); the teacher runs in training mode.
+
+Deviations, and why:
+- Head freeze: a tensor gate (gradient times 0 while `optimizer.iterations <
+  freeze_prototypes_steps`) instead of `p.grad = None`; the train step is traced
+  once. The optimizer still applies L2 decay to the frozen rows, which only
+  rescales them; the weight-normalised head ignores their length.
+- beta follows its schedule as a tensor, which the public `mira_assign`
+  rejects (it validates beta with a Python comparison); the scheduled case
+  calls the same compiled kernel directly. A constant beta uses `mira_assign`.
+- The pseudo-labels come from the gathered global batch (an XLA kernel)
+  instead of all-reducing column sums inside the loop (DESIGN.md).
+- Local crops go through the model built for the global size (see
+  `swav.accept_any_image_size`).
+"""
+
+import math
+
+import tensorflow as tf
+
+from keras_ssl import distribute
+from keras_ssl.layers import Prototypes, mlp_head
+from keras_ssl.losses import swapped_prediction_loss
+from keras_ssl.methods.base import ViewOutputs
+from keras_ssl.methods.momentum import MomentumMethod
+from keras_ssl.methods.swav import accept_any_image_size
+from keras_ssl.ops import mira as mira_ops
+from keras_ssl.ops import mira_assign
+
+
+class MIRA(MomentumMethod):
+    """Mutual-information-regularised pseudo-labels from an EMA teacher.
+
+    Args:
+        encoder: student backbone (the teacher is its EMA copy).
+        projection_hidden_dim: width of the projector's two hidden layers (2048).
+        projection_dim: embedding width (256).
+        num_prototypes: K (3000; fewer suit small batches, see methods-b.md).
+        student_temperature: tau_s (0.1).
+        teacher_temperature: tau_t (0.225).
+        beta_initial, beta_final: regularisation strength at step 0 and at
+            `total_steps`, cosine in between (0.75 -> 2/3).
+        num_iters: fixed-point iterations (30).
+        base_momentum, final_momentum: teacher EMA, cosine (0.99 -> 1).
+        total_steps: optimizer steps of the run, for both schedules.
+        freeze_prototypes_steps: steps without head gradient (official: one
+            epoch; 312 at ImageNet batch 4096).
+        synchronized_bn: BatchNorm over all replicas (official: SyncBN).
+
+    Logs the EMA `momentum` and `beta`.
+
+    Example:
+    >>> from keras_ssl.backbones import tiny_backbone
+    >>> model = MIRA(tiny_backbone(), projection_hidden_dim=16, projection_dim=8,
+    ...              num_prototypes=10)
+    >>> model.prototypes.kernel.shape
+    (10, 8)
+    """
+
+    recipe_name = "multi_crop"
+    log_names = ("momentum", "beta")
+
+    def __init__(self, encoder, *, projection_hidden_dim=2048, projection_dim=256,
+                 num_prototypes=3000, student_temperature=0.1, teacher_temperature=0.225,
+                 beta_initial=0.75, beta_final=2.0 / 3.0, num_iters=30,
+                 base_momentum=0.99, final_momentum=1.0, total_steps=None,
+                 freeze_prototypes_steps=312, synchronized_bn=True, **kwargs):
+        super().__init__(accept_any_image_size(encoder), base_momentum=base_momentum,
+                         final_momentum=final_momentum, total_steps=total_steps, **kwargs)
+        for beta in (beta_initial, beta_final):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"beta must be in [0, 1), got {beta}.")
+        self.student_temperature = student_temperature
+        self.teacher_temperature = teacher_temperature
+        self.beta_initial = beta_initial
+        self.beta_final = beta_final
+        self.num_iters = num_iters
+        self.freeze_prototypes_steps = freeze_prototypes_steps
+        hidden = (projection_hidden_dim, projection_hidden_dim)
+        self.projector = mlp_head(self.feature_dim, hidden, projection_dim,
+                                  synchronized_bn=synchronized_bn, name="projector")
+        self.prototypes = Prototypes(num_prototypes, normalize_in_call=True,
+                                     name="prototypes")
+        self.prototypes.build((None, projection_dim))
+        self.target_encoder = self.make_target(self.encoder, "target_encoder")
+        self.target_projector = self.make_target(self.projector, "target_projector")
+        self.built = True
+
+    def _scheduled_beta(self):
+        return bool(self.total_steps) and self.beta_initial != self.beta_final
+
+    def beta_at(self, step):
+        """beta at optimizer step `step`: official `beta_momentum` (a tensor)."""
+        if not self._scheduled_beta():
+            return tf.constant(self.beta_initial, tf.float32)
+        progress = tf.minimum(tf.cast(step, tf.float32) / float(self.total_steps), 1.0)
+        cosine = (tf.cos(math.pi * progress) + 1.0) / 2.0
+        return self.beta_final - (self.beta_final - self.beta_initial) * cosine
+
+    def pseudo_labels(self, teacher_logits, beta):
+        """This replica's rows of the assignment computed on the global batch."""
+        logits = tf.cast(teacher_logits, tf.float32) / self.teacher_temperature
+        if self._scheduled_beta():
+            kernel = lambda x: mira_ops._mira_assign(  # noqa: E731
+                tf.stop_gradient(x), beta, num_iters=int(self.num_iters))
+        else:
+            kernel = lambda x: mira_assign(x, self.beta_initial, self.num_iters)  # noqa: E731
+        local_batch = tf.shape(logits)[0]
+        labels = kernel(distribute.all_gather(tf.stop_gradient(logits)))
+        return tf.stop_gradient(distribute.local_rows(labels, local_batch))
+
+    def _logits(self, encoder, projector, images, training, frozen=None):
+        embeddings = tf.math.l2_normalize(tf.cast(projector(
+            encoder(images, training=training), training=training), tf.float32), axis=1)
+        return embeddings, self.prototypes(embeddings, frozen=frozen)
+
+    def forward_views(self, views, indices, training):
+        if len(views) < 2:
+            raise ValueError(f"MIRA needs at least 2 crops, got {len(views)}.")
+        step = self.optimizer.iterations
+        # The official code moves the teacher before its forward pass.
+        self.update_targets(step)
+        beta = self.beta_at(step)
+        self.log_trackers["beta"].update_state(beta)
+        frozen = step < self.freeze_prototypes_steps
+        # Each crop is its own batch, student and teacher, as in the official code.
+        features = self.encode_views(views, training, together=False)
+        projections, logits = [], []
+        for f in features:
+            z = tf.math.l2_normalize(tf.cast(self.projector(f, training=training),
+                                             tf.float32), axis=1)
+            projections.append(z)
+            logits.append(self.prototypes(z, frozen=frozen))
+        # The teacher shares the student's head (the official code copies it
+        # after each EMA update); nothing of the teacher pass is differentiated.
+        targets = tuple(
+            self.pseudo_labels(tf.stop_gradient(self._logits(
+                self.target_encoder, self.target_projector, v, training)[1]), beta)
+            for v in views[:2])
+        return ViewOutputs(features=features, projections=tuple(projections),
+                           predictions=tuple(logits), targets=targets, indices=indices)
+
+    def compute_loss_terms(self, outputs, training):
+        loss = swapped_prediction_loss(outputs.predictions, outputs.targets,
+                                       temperature=self.student_temperature)
+        return loss, {}
