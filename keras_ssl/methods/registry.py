@@ -2,9 +2,11 @@
 
 from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.cld import BYOLCLD, MoCoCLD, NPIDCLD
+from keras_ssl.methods.mira import MIRA
 from keras_ssl.methods.moco import MoCo
 from keras_ssl.methods.npid import NPID
 from keras_ssl.methods.simclr import SimCLR
+from keras_ssl.methods.swav import SwAV
 
 METHODS = {
     "simclr": SimCLR,
@@ -14,6 +16,8 @@ METHODS = {
     "npid_cld": NPIDCLD,
     "moco_v2_cld": MoCoCLD,
     "byol_cld": BYOLCLD,
+    "swav": SwAV,
+    "mira": MIRA,
 }
 
 

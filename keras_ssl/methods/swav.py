@@ -127,9 +127,9 @@ class SwAV(Method):
         return self.queue_filled >= self.queue_length
 
     def forward_views(self, views, indices, training):
-        if len(views) <= self.num_assign_views:
-            raise ValueError(f"SwAV needs more than {self.num_assign_views} crops, "
-                             f"got {len(views)}.")
+        if len(views) < max(2, self.num_assign_views):
+            raise ValueError(f"SwAV needs at least {max(2, self.num_assign_views)} "
+                             f"crops, got {len(views)}.")
         features = self.encode_views(views, training)
         # One head pass over every crop (BatchNorm over all of them), as the
         # official model runs its head on the concatenated backbone outputs.

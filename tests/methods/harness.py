@@ -27,7 +27,17 @@ TINY_CONFIGS = {
                         momentum=0.9, num_groups=3, group_dim=8),
     "byol_cld": dict(projection_hidden_dim=16, projection_dim=8, prediction_hidden_dim=16,
                      base_momentum=0.9, total_steps=4, num_groups=3, group_dim=8),
+    # SwAV/MIRA: prototypes frozen for step 0 only; SwAV's queue fills on step 0
+    # and is used on step 1, so a 2-step run goes through both branches.
+    "swav": dict(projection_hidden_dim=16, projection_dim=8, num_prototypes=6,
+                 freeze_prototypes_steps=1, queue_length=8, queue_start_steps=0),
+    "mira": dict(projection_hidden_dim=16, projection_dim=8, num_prototypes=6, num_iters=5,
+                 base_momentum=0.9, total_steps=4, freeze_prototypes_steps=1),
 }
+
+# Sides of the views `train` feeds each method (default: two 16-px views);
+# multi-crop methods get two global crops and a smaller local one.
+VIEW_SIZES = {"swav": (16, 16, 8), "mira": (16, 16, 8)}
 
 
 def build(name, seed=0):
@@ -37,11 +47,11 @@ def build(name, seed=0):
     return methods.get(name, encoder=encoder, **TINY_CONFIGS[name])
 
 
-def batches(num_batches=2, seed=0, image_size=16):
+def batches(num_batches=2, seed=0, image_size=16, sizes=None):
     rng = np.random.default_rng(seed)
     count = num_batches * GLOBAL_BATCH
-    views = tuple(rng.uniform(size=(count, image_size, image_size, 3)).astype("float32")
-                  for _ in range(2))
+    views = tuple(rng.uniform(size=(count, size, size, 3)).astype("float32")
+                  for size in sizes or (image_size, image_size))
     indices = rng.permutation(NUM_EXAMPLES)[:count].astype("int64")
     return tf.data.Dataset.from_tensor_slices(
         {"views": views, "index": indices}).batch(GLOBAL_BATCH, drop_remainder=True)
@@ -62,7 +72,8 @@ def train(name, strategy, num_batches=2):
     with strategy.scope():
         model = build(name)
         model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
-    history = model.fit(batches(num_batches), epochs=1, verbose=0, shuffle=False)
+    history = model.fit(batches(num_batches, sizes=VIEW_SIZES.get(name)), epochs=1,
+                        verbose=0, shuffle=False)
     return model, history.history
 
 
