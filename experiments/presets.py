@@ -46,6 +46,22 @@ PRESETS = {
         "byol": dict(flags=_CPU_SMALL_FLAGS,
                      method=dict(projection_hidden_dim=1024, projection_dim=256,
                                  prediction_hidden_dim=1024, base_momentum=0.996)),
+        # SwAV: lightly's CIFAR head (512 hidden, 128-d, 512 prototypes); tau 0.1,
+        # eps 0.05, 3 Sinkhorn iterations (paper). Multi-crop 2x32 + 4x16: four
+        # 16-px crops cost one 32-px crop, the local/global compute ratio of the
+        # paper's 6x96 beside 2x224. Prototypes frozen 1 epoch (39 steps of
+        # 10,000 images at batch 256); no queue (batch 256 vs 512 prototypes).
+        "swav": dict(flags=_CPU_SMALL_FLAGS,
+                     method=dict(projection_hidden_dim=512, projection_dim=128,
+                                 num_prototypes=512, freeze_prototypes_steps=39),
+                     views=dict(local_size=16, num_local=4, jitter_strength=0.5)),
+        # MIRA: the paper's temperatures, beta and teacher schedule; a 512-wide
+        # projector and 300 prototypes for batch 256 (methods-b.md); head frozen
+        # 1 epoch; the same 2x32 + 4x16 crops as SwAV.
+        "mira": dict(flags=_CPU_SMALL_FLAGS,
+                     method=dict(projection_hidden_dim=512, projection_dim=256,
+                                 num_prototypes=300, freeze_prototypes_steps=39),
+                     views=dict(local_size=16, num_local=4, jitter_strength=0.5)),
     },
     "cifar10": {
         # solo-learn cifar/simclr.yaml: LARS 0.4, wd 1e-5, proj 2048, t=0.2.
@@ -67,6 +83,22 @@ PRESETS = {
         "byol": dict(flags=dict(_CIFAR_FLAGS, epochs=1000, optimizer="lars",
                                 learning_rate=1.0, weight_decay=1e-5, warmup_epochs=10),
                      method=dict(base_momentum=0.99)),
+        # solo-learn cifar/swav.yaml: LARS 0.6, wd 1e-6, 2 crops (no multi-crop,
+        # blur p=0.5), 3000 prototypes, queue 3840 from epoch 50 (9,750 steps of
+        # 195), prototypes frozen 2 epochs (390 steps).
+        "swav": dict(flags=dict(_CIFAR_FLAGS, epochs=1000, optimizer="lars",
+                                learning_rate=0.6, weight_decay=1e-6, warmup_epochs=10,
+                                blur=True),
+                     method=dict(projection_hidden_dim=2048, freeze_prototypes_steps=390,
+                                 queue_length=3840, queue_start_steps=9750),
+                     views=dict(num_local=0, global_scale=(0.08, 1.0))),
+        # No CIFAR recipe from the MIRA authors: their lr rule (LARS 0.3 x bs/256,
+        # wd 1e-6, 10 warm-up epochs) for solo-learn's 1000 epochs, the paper's
+        # head and schedules, multi-crop 2x32 + 6x16, head frozen 1 epoch.
+        "mira": dict(flags=dict(_CIFAR_FLAGS, epochs=1000, optimizer="lars",
+                                learning_rate=0.3, weight_decay=1e-6, warmup_epochs=10),
+                     method=dict(freeze_prototypes_steps=195),
+                     views=dict(local_size=16, jitter_strength=0.5)),
     },
     "imagenet": {
         # SimCLR: LARS 0.3 x bs/256 (4.8 at 4096), wd 1e-6, t=0.1, 10 warm-up epochs.
@@ -89,6 +121,18 @@ PRESETS = {
                                 optimizer="lars", learning_rate=4.8,
                                 weight_decay=1e-6, warmup_epochs=10),
                      method=dict(base_momentum=0.99)),
+        # SwAV 800 epochs, batch 4096: LARS 4.8, wd 1e-6, 10 warm-up epochs,
+        # 2x224 + 6x96, prototypes frozen 313 steps, no queue (75.3% linear).
+        "swav": dict(flags=dict(_IMAGENET_FLAGS, epochs=800, global_batch_size=4096,
+                                optimizer="lars", learning_rate=4.8,
+                                weight_decay=1e-6, warmup_epochs=10),
+                     method=dict(freeze_prototypes_steps=313)),
+        # MIRA 400 epochs, batch 4096: LARS 0.3 x 16, wd 1e-6, 10 warm-up epochs,
+        # 2x224 + 6x96, head frozen 1 epoch (312 steps) (75.6% linear).
+        "mira": dict(flags=dict(_IMAGENET_FLAGS, epochs=400, global_batch_size=4096,
+                                optimizer="lars", learning_rate=4.8,
+                                weight_decay=1e-6, warmup_epochs=10),
+                     method=dict(freeze_prototypes_steps=312)),
     },
 }
 
