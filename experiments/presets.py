@@ -28,6 +28,17 @@ _CIFAR_FLAGS = dict(backbone="resnet18", width_multiplier=1.0, image_size=32,
 _IMAGENET_FLAGS = dict(backbone="resnet50", width_multiplier=1.0, image_size=224,
                        train_per_class=0, blur=True)
 
+# CLD's hyper-parameters (K, T_cld, lambda, group head) from its official scripts
+# (frank-xwang/CLD-UnsupervisedLearning, scripts/cifar/*, scripts/imagenet/*).
+# K=128 is kept on the CPU protocol although it has 10 classes and batch 256:
+# it is the official CIFAR-10 value, and K counts local groups, not classes.
+_CLD_NPID_CIFAR10 = dict(num_groups=128, cld_temperature=0.2, cld_weight=1.0,
+                         group_head="linear")
+_CLD_MOCO_CIFAR10 = dict(num_groups=200, cld_temperature=0.2, cld_weight=0.8,
+                         group_head="normlinear")
+_CLD_MOCO_IMAGENET = dict(num_groups=120, cld_temperature=0.4, cld_weight=0.25,
+                          group_head="normmlp")
+
 PRESETS = {
     "cifar10_cpu_small": {
         # lightly: SimCLRProjectionHead(feature, feature, 128), NTXent t=0.5,
@@ -62,6 +73,22 @@ PRESETS = {
                      method=dict(projection_hidden_dim=512, projection_dim=256,
                                  num_prototypes=300, freeze_prototypes_steps=39),
                      views=dict(local_size=16, num_local=4, jitter_strength=0.5)),
+        # CLD on the CPU protocol: each base's entry above plus CLD with the
+        # official CIFAR-10 values. MoCo takes CLD's three views (queries from
+        # views 0 and 1, one key from view 2); its head stays lightly's MLP.
+        # BYOL+CLD has no official script: NPID+CLD's CIFAR-10 values.
+        "npid_cld": dict(flags=_CPU_SMALL_FLAGS,
+                         method=dict(projection_dim=128, temperature=0.1,
+                                     **_CLD_NPID_CIFAR10)),
+        "moco_v2_cld": dict(flags=_CPU_SMALL_FLAGS,
+                            method=dict(projection_dim=128, queue_size=4096,
+                                        temperature=0.1, momentum=0.99, normlinear=False,
+                                        shared_key_view=2, **_CLD_MOCO_CIFAR10),
+                            views=dict(num_views=3)),
+        "byol_cld": dict(flags=_CPU_SMALL_FLAGS,
+                         method=dict(projection_hidden_dim=1024, projection_dim=256,
+                                     prediction_hidden_dim=1024, base_momentum=0.996,
+                                     **_CLD_NPID_CIFAR10)),
     },
     "cifar10": {
         # solo-learn cifar/simclr.yaml: LARS 0.4, wd 1e-5, proj 2048, t=0.2.
@@ -99,6 +126,29 @@ PRESETS = {
                                 learning_rate=0.3, weight_decay=1e-6, warmup_epochs=10),
                      method=dict(freeze_prototypes_steps=195),
                      views=dict(local_size=16, jitter_strength=0.5)),
+        # NPID+CLD train_cifar10_npid_cld.sh: batch 256, lr 0.03 x 256/128, wd 7e-4,
+        # 5 warm-up epochs, cosine, 200 epochs, t=0.1, full softmax, fp16.
+        "npid_cld": dict(flags=dict(_CIFAR_FLAGS, epochs=200, optimizer="sgd",
+                                    learning_rate=0.06, weight_decay=7e-4,
+                                    warmup_epochs=5),
+                         method=dict(temperature=0.1, **_CLD_NPID_CIFAR10)),
+        # MoCo+CLD train_cifar10_moco_cld.sh: batch 256, lr 0.06, wd 8e-4, 5 warm-up
+        # epochs, queue 12288, t=0.07, m=0.999, NormLinear heads (no hidden
+        # layer), three views with aug-plus (blur p=0.5). Its RandomErasing
+        # (`--erasing`) has no op here yet.
+        "moco_v2_cld": dict(flags=dict(_CIFAR_FLAGS, epochs=200, optimizer="sgd",
+                                       learning_rate=0.06, weight_decay=8e-4,
+                                       warmup_epochs=5, blur=True),
+                            method=dict(projection_hidden_dim=0, normlinear=True,
+                                        queue_size=12288, temperature=0.07,
+                                        momentum=0.999, shared_key_view=2,
+                                        **_CLD_MOCO_CIFAR10),
+                            views=dict(num_views=3)),
+        # BYOL+CLD: solo-learn's CIFAR BYOL plus NPID+CLD's CIFAR-10 values (no
+        # official BYOL+CLD script).
+        "byol_cld": dict(flags=dict(_CIFAR_FLAGS, epochs=1000, optimizer="lars",
+                                    learning_rate=1.0, weight_decay=1e-5, warmup_epochs=10),
+                         method=dict(base_momentum=0.99, **_CLD_NPID_CIFAR10)),
     },
     "imagenet": {
         # SimCLR: LARS 0.3 x bs/256 (4.8 at 4096), wd 1e-6, t=0.1, 10 warm-up epochs.
@@ -133,6 +183,28 @@ PRESETS = {
                                 optimizer="lars", learning_rate=4.8,
                                 weight_decay=1e-6, warmup_epochs=10),
                      method=dict(freeze_prototypes_steps=312)),
+        # MoCo v2+CLD train_imagenet_mocov2_cld.sh: batch 512, SGD 0.2, wd 1e-4,
+        # cosine, 200 epochs, queue 65536, t=0.2, m=0.999, --mlp --normlinear
+        # (NormMLP heads), three views with aug-plus, fp16 (70.0% linear).
+        "moco_v2_cld": dict(flags=dict(_IMAGENET_FLAGS, epochs=200, global_batch_size=512,
+                                       optimizer="sgd", learning_rate=0.2,
+                                       weight_decay=1e-4, warmup_epochs=0),
+                            method=dict(queue_size=65536, temperature=0.2, momentum=0.999,
+                                        normlinear=True, shared_key_view=2,
+                                        **_CLD_MOCO_IMAGENET),
+                            views=dict(num_views=3)),
+        # No official ImageNet NPID+CLD or BYOL+CLD script: each base's entry
+        # above plus MoCo v2+CLD's ImageNet K, T_cld and lambda (NPID keeps a
+        # Linear group head like its Linear instance head).
+        "npid_cld": dict(flags=dict(_IMAGENET_FLAGS, epochs=200, global_batch_size=256,
+                                    optimizer="sgd", learning_rate=0.03,
+                                    weight_decay=5e-4, warmup_epochs=0),
+                         method=dict(temperature=0.07,
+                                     **dict(_CLD_MOCO_IMAGENET, group_head="linear"))),
+        "byol_cld": dict(flags=dict(_IMAGENET_FLAGS, epochs=300, global_batch_size=4096,
+                                    optimizer="lars", learning_rate=4.8,
+                                    weight_decay=1e-6, warmup_epochs=10),
+                         method=dict(base_momentum=0.99, **_CLD_MOCO_IMAGENET)),
     },
 }
 
