@@ -141,8 +141,11 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
     steps = ssl_data.steps_per_epoch(train, global_batch_size)
     total_steps = steps * epochs
     method_class = methods.METHODS[method]
-    views = augment.get_recipe(method_class.recipe_name, image_size=image_size,
-                               blur=blur, **(view_kwargs or {}))
+    # Multi-crop recipes are sized by their global crops (`global_size`).
+    recipe_parameters = inspect.signature(augment.RECIPES[method_class.recipe_name]).parameters
+    size_key = "image_size" if "image_size" in recipe_parameters else "global_size"
+    views = augment.get_recipe(method_class.recipe_name, blur=blur,
+                               **{size_key: image_size, **(view_kwargs or {})})
 
     with strategy_.scope():
         encoder = backbones.get(backbone, image_size=image_size,
