@@ -105,6 +105,42 @@ def _method_kwargs(method_name, kwargs, *, num_examples, total_steps):
     return kwargs
 
 
+def _adapt_to_multi_worker(model, strategy):
+    """Works around three failures of Keras 3 `fit` under MultiWorkerMirroredStrategy.
+
+    Single-process strategies are left alone. Across workers:
+
+    1. Before its first step `fit` averages one distributed batch with
+       `strategy.reduce` to build the model symbolically; across workers that
+       reduce takes only a single tensor, and our batches are dicts ("Attempt
+       to convert a value ({'views': (PerReplica..."). Methods create every
+       variable at construction and the optimizer is built before `fit`, so
+       the build has nothing to do: check that, and skip it.
+    2. `fit` averages the step's logs with `strategy.reduce("MEAN", v,
+       axis=0)`, which fails on scalars ("Invalid reduction dimension 0 for
+       input with 0 dimensions", tensorflow/tensorflow#72388). Returning each
+       log as a 1-element vector makes that the mean over replicas, a scalar.
+    3. With one device per worker, `ReplicaContext.all_gather` of a tensor
+       that comes straight from the input iterator (MoCo's images, NPID's
+       indices) fails with "destinations can not be empty": the tensor has
+       no device. An identity inside the step places it on the replica's
+       device.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    unbuilt = [layer.name for layer in model._flatten_layers() if not layer.built]
+    if unbuilt or not model.optimizer.built:
+        raise RuntimeError(f"multi-worker training needs a fully built model; unbuilt: {unbuilt}")
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    train_step = model.train_step
+
+    def multi_worker_train_step(data):
+        logs = train_step(tf.nest.map_structure(tf.identity, data))
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+
+    model.train_step = multi_worker_train_step
+
+
 def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_size=32,
              train_per_class=0, imbalance_ratio=0.0, epochs=10, global_batch_size=256,
              optimizer="sgd", learning_rate=0.12, weight_decay=5e-4, warmup_epochs=0,
@@ -159,6 +195,7 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
             opt = keras.optimizers.LossScaleOptimizer(opt)
         model.compile(optimizer=opt, jit_compile=jit_compile)
         opt.build(model.update_variables())
+    _adapt_to_multi_worker(model, strategy_)
 
     # Every worker restores from the chief's directory (shared storage on a
     # real cluster) and takes part in each save, but only the chief's lands there.

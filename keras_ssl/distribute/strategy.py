@@ -128,5 +128,6 @@ def worker_directory(directory, strategy):
     if is_chief(strategy):
         return os.fspath(directory)
     task_type, task_id = task_of(strategy)
-    return os.path.join(tempfile.gettempdir(), f"keras_ssl_{os.getpid()}",
-                        f"{task_type}_{task_id}", os.path.basename(os.fspath(directory)))
+    name = os.path.basename(os.path.normpath(os.fspath(directory)))
+    return os.path.join(tempfile.gettempdir(),
+                        f"keras_ssl_{task_type}{task_id}_{os.getpid()}_{name}")
