@@ -3,11 +3,22 @@
     python experiments/benchmark.py --protocol=cpu_small --methods=simclr,moco_v2 \
         --data=../shared/data/cifar10
     python experiments/benchmark.py --what=pipeline --data=../shared/data/cifar10
+    python experiments/benchmark.py --protocol=cpu_small_longtail \
+        --methods=npid,npid_cld --seeds=0,1,2 --data=../shared/data/cifar10
 
 The protocol (shared/reference/published-results.md) trains each method with
 its `cifar10_cpu_small` preset and records kNN top-1, training seconds and
 training images/s in experiments/results/cpu_small.json; the README table
 between the `results` markers is regenerated from that file, never typed.
+
+`cpu_small_longtail` is the same protocol on CIFAR-10-LT: class c keeps its
+first floor(1000 * 100^(-c/9)) images (1000, 599, ..., 10: 2,478 images), and
+the epochs are raised so the run takes as many optimizer steps as the balanced
+protocol (10 epochs x 39 steps = 390; 2,478 // 256 = 9 steps per epoch, so 43
+epochs, 387 steps). kNN uses the long-tailed training images as its bank and
+the balanced test split. Each method runs once per `--seeds` entry; results go
+to experiments/results/longtail.json and the README table between the
+`longtail` markers (mean +- sample std over seeds).
 """
 
 import json
@@ -21,11 +32,13 @@ from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("what", "protocol", ["protocol", "pipeline"], "What to measure.")
-flags.DEFINE_enum("protocol", "cpu_small", ["cpu_small"], "Training protocol.")
+flags.DEFINE_enum("protocol", "cpu_small", ["cpu_small", "cpu_small_longtail"],
+                  "Training protocol.")
 flags.DEFINE_list("methods", ["simclr", "moco_v2", "npid", "byol"], "Methods to run.")
 flags.DEFINE_string("data", "../shared/data/cifar10", "CIFAR-10 image folder.")
 flags.DEFINE_string("work_dir", "/tmp/keras_ssl_benchmark", "Model dirs of the runs.")
 flags.DEFINE_integer("seed", 0, "Seed of each run.")
+flags.DEFINE_list("seeds", None, "Seeds of the long-tail study (default: --seed).")
 flags.DEFINE_integer("epochs", 0, "Override the protocol's epochs (0: keep; for smoke runs).")
 flags.DEFINE_boolean("write_readme", True, "Regenerate the README results table.")
 
@@ -34,6 +47,9 @@ RESULTS = os.path.join(ROOT, "experiments", "results")
 README = os.path.join(ROOT, "README.md")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 PIPELINE_START, PIPELINE_END = "<!-- pipeline:start -->", "<!-- pipeline:end -->"
+LONGTAIL_START, LONGTAIL_END = "<!-- longtail:start -->", "<!-- longtail:end -->"
+# CIFAR-10-LT of the long-tail protocol: ratio 100, head class 1,000 images.
+LONGTAIL = dict(imbalance_ratio=100.0, train_per_class=1000, num_classes=10)
 
 # lightly 1.6.0 on the same protocol and machine type (published-results.md).
 LIGHTLY = {"simclr": (0.405, 137), "moco_v2": (0.374, 174), "byol": (0.298, 112)}
@@ -62,6 +78,69 @@ def run_protocol():
             _save(path, results)
     if FLAGS.write_readme and not FLAGS.epochs:
         write_readme_table(results)
+
+
+def longtail_config(balanced_flags):
+    """Flags of the long-tail variant: same steps as the balanced protocol.
+
+    Returns (flags, expected number of training images).
+    """
+    from keras_ssl.data.subsets import long_tail_counts
+    batch = balanced_flags["global_batch_size"]
+    balanced_steps = balanced_flags["epochs"] * (
+        balanced_flags["train_per_class"] * LONGTAIL["num_classes"] // batch)
+    images = sum(long_tail_counts(LONGTAIL["num_classes"], LONGTAIL["train_per_class"],
+                                  LONGTAIL["imbalance_ratio"]))
+    steps_per_epoch = images // batch  # drop_remainder, as the training pipeline
+    epochs = max(1, round(balanced_steps / steps_per_epoch))
+    return dict(balanced_flags, imbalance_ratio=LONGTAIL["imbalance_ratio"],
+                train_per_class=LONGTAIL["train_per_class"], epochs=epochs), images
+
+
+def run_longtail():
+    from experiments import presets
+    from experiments.pretrain import pretrain
+    path = os.path.join(RESULTS, "longtail.json")
+    results = _load(path)
+    seeds = [int(seed) for seed in (FLAGS.seeds or [FLAGS.seed])]
+    for method in FLAGS.methods:
+        entry = presets.get("cifar10_cpu_small", method)
+        config, expected_images = longtail_config(entry["flags"])
+        if FLAGS.epochs:
+            config["epochs"] = FLAGS.epochs
+        for seed in seeds:
+            model_dir = os.path.join(FLAGS.work_dir, f"longtail_{method}_seed{seed}")
+            if os.path.exists(model_dir):
+                import shutil
+                shutil.rmtree(model_dir)  # a fresh run, never a resume
+            result = pretrain(method=method, data=FLAGS.data, seed=seed,
+                              model_dir=model_dir, verbose=2,
+                              method_kwargs=entry["method"], view_kwargs=entry["views"],
+                              **config)
+            print(json.dumps(result), flush=True)
+            if result["train_images"] != expected_images:
+                raise ValueError(f"the long-tail subset has {result['train_images']} "
+                                 f"images, expected {expected_images}; is --data CIFAR-10?")
+            if not FLAGS.epochs:
+                results.setdefault(method, {})[str(seed)] = result
+                _save(path, results)
+    if FLAGS.write_readme and not FLAGS.epochs:
+        write_longtail_table(results)
+
+
+def write_longtail_table(results):
+    """README table: mean +- sample std over seeds of kNN top-1, mean train seconds."""
+    import numpy as np
+    lines = ["| method | seeds | kNN top-1 (mean ± std) | epochs | train seconds (mean) |",
+             "| --- | --- | --- | --- | --- |"]
+    for method in sorted(results):
+        runs = [results[method][seed] for seed in sorted(results[method], key=int)]
+        top1 = 100 * np.array([r["knn_top1"] for r in runs])
+        std = top1.std(ddof=1) if len(top1) > 1 else 0.0
+        lines.append(f"| {method} | {len(runs)} | {top1.mean():.1f}% ± {std:.1f} | "
+                     f"{runs[0]['epochs']} | "
+                     f"{np.mean([r['train_seconds'] for r in runs]):.0f} |")
+    _replace_between(LONGTAIL_START, LONGTAIL_END, lines)
 
 
 def run_pipeline():
@@ -120,7 +199,12 @@ def _save(path, results):
 def main(argv):
     del argv
     try:
-        run_protocol() if FLAGS.what == "protocol" else run_pipeline()
+        if FLAGS.what == "pipeline":
+            run_pipeline()
+        elif FLAGS.protocol == "cpu_small_longtail":
+            run_longtail()
+        else:
+            run_protocol()
     except (ValueError, FileNotFoundError) as error:
         print(f"benchmark.py: error: {error}", file=sys.stderr)
         sys.exit(2)
