@@ -104,6 +104,14 @@ def check_flags():
     protocols = parse_protocols(FLAGS.protocol)
     if "semi" in protocols:
         parse_fractions(FLAGS.label_fractions)
+    if FLAGS.checkpoint:
+        from experiments.trained_run import check_checkpoint_path
+        check_checkpoint_path(FLAGS.checkpoint)
+    elif not os.path.exists(os.path.join(os.path.expanduser(FLAGS.saved_model),
+                                         "saved_model.pb")):
+        raise FileNotFoundError(f"--saved_model={FLAGS.saved_model}: no saved_model.pb there; "
+                                "pass the saved_model folder export.py or train.py "
+                                "--export_dir wrote.")
     return protocols
 
 
@@ -117,9 +125,6 @@ def load_encoder():
     import keras
     import tensorflow as tf
     path = os.path.expanduser(FLAGS.saved_model)
-    if not os.path.exists(os.path.join(path, "saved_model.pb")):
-        raise FileNotFoundError(f"--saved_model={path}: no saved_model.pb there; pass the "
-                                "saved_model folder export.py or train.py --export_dir wrote.")
     served = ServedEncoder(tf.saved_model.load(path))
     keras_path = os.path.join(os.path.dirname(os.path.abspath(path)), "encoder.keras")
     keras_encoder = keras.saving.load_model(keras_path) if os.path.exists(keras_path) else None
@@ -147,6 +152,11 @@ def load_data(image_size):
 
 def evaluate():
     protocols = check_flags()
+    # Flags are checked before TensorFlow is imported, so their errors come at once.
+    import tensorflow as tf
+    # A mismatched checkpoint would otherwise list every unrestored value
+    # after the one-line error.
+    tf.get_logger().setLevel("ERROR")
     import numpy as np
     from keras_ssl import data as ssl_data
     from keras_ssl import evaluation
@@ -265,8 +275,4 @@ def main(argv):
 
 if __name__ == "__main__":
     logging.set_verbosity(logging.WARNING)
-    # A mismatched checkpoint would otherwise list every unrestored value
-    # after the one-line error.
-    import tensorflow as tf
-    tf.get_logger().setLevel("ERROR")
     app.run(main)

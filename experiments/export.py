@@ -24,7 +24,13 @@ flags.DEFINE_string("export_dir", None, "Output folder (saved_model/ and encoder
 def export():
     if not FLAGS.checkpoint or not FLAGS.export_dir:
         raise ValueError("Give both --checkpoint=MODEL_DIR_OR_CKPT and --export_dir=PATH.")
-    from experiments.trained_run import restore_encoder
+    from experiments.trained_run import check_checkpoint_path, restore_encoder
+    check_checkpoint_path(FLAGS.checkpoint)
+    # Flags are checked before TensorFlow is imported, so their errors come at once.
+    import tensorflow as tf
+    # A mismatched checkpoint would otherwise list every unrestored value
+    # after the one-line error.
+    tf.get_logger().setLevel("ERROR")
     from keras_ssl.export import export_encoder
     encoder, config, model_dir, prefix = restore_encoder(FLAGS.checkpoint)
     saved_model = export_encoder(encoder, FLAGS.export_dir, image_size=config["image_size"])
@@ -52,8 +58,4 @@ def main(argv):
 
 if __name__ == "__main__":
     logging.set_verbosity(logging.WARNING)
-    # A mismatched checkpoint would otherwise list every unrestored value
-    # after the one-line error.
-    import tensorflow as tf
-    tf.get_logger().setLevel("ERROR")
     app.run(main)

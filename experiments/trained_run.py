@@ -8,15 +8,30 @@ targets, queues or banks of the method that trained it.
 import json
 import os
 
-import tensorflow as tf
+# What train.py's pretrain() names it; kept here too so that checking a path
+# needs no TensorFlow import (pretrain imports it).
+RUN_CONFIG_FILE = "config.json"
 
-from keras_ssl import backbones
-from experiments.pretrain import RUN_CONFIG_FILE
+
+def check_checkpoint_path(path):
+    """Raises FileNotFoundError unless `path` is a folder or a checkpoint prefix.
+
+    Needs only `os`, so the binaries can reject a mistyped path before the
+    seconds TensorFlow takes to import.
+    """
+    path = os.path.expanduser(os.fspath(path))
+    if not os.path.isdir(path) and not os.path.exists(path + ".index"):
+        raise FileNotFoundError(
+            f"--checkpoint={path}: neither a folder nor a checkpoint prefix ({path}.index "
+            "does not exist); pass a train.py --model_dir or MODEL_DIR/checkpoints/ckpt-N.")
+    return path
 
 
 def _model_dir_and_checkpoint(path):
     """(model_dir, checkpoint prefix) for a model_dir or a checkpoint prefix."""
-    path = os.path.expanduser(os.fspath(path))
+    import tensorflow as tf
+
+    path = check_checkpoint_path(path)
     if os.path.isdir(path):
         for directory in (os.path.join(path, "checkpoints"), path):
             prefix = tf.train.latest_checkpoint(directory)
@@ -25,10 +40,6 @@ def _model_dir_and_checkpoint(path):
         raise FileNotFoundError(
             f"--checkpoint={path}: no checkpoint in {path} or {path}/checkpoints; "
             "pass a train.py --model_dir or a prefix such as MODEL_DIR/checkpoints/ckpt-3.")
-    if not os.path.exists(path + ".index"):
-        raise FileNotFoundError(
-            f"--checkpoint={path}: neither a folder nor a checkpoint prefix ({path}.index "
-            "does not exist); pass a train.py --model_dir or MODEL_DIR/checkpoints/ckpt-N.")
     checkpoints_dir = os.path.dirname(os.path.abspath(path))
     # train.py writes MODEL_DIR/checkpoints/ckpt-N; accept a prefix directly in MODEL_DIR too.
     for model_dir in (os.path.dirname(checkpoints_dir), checkpoints_dir):
@@ -61,6 +72,10 @@ def restore_encoder(path):
     Returns:
         (encoder, run config dict, model_dir, checkpoint prefix).
     """
+    import tensorflow as tf
+
+    from keras_ssl import backbones
+
     model_dir, prefix = _model_dir_and_checkpoint(path)
     config = load_run_config(model_dir)
     encoder = backbones.get(config["backbone"], image_size=config["image_size"],
