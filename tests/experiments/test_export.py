@@ -1,0 +1,76 @@
+"""export.py and keras_ssl.export: the SavedModel serves without keras_ssl and
+matches the Keras encoder; the .keras file reloads."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+
+from experiments.trained_run import restore_encoder
+from tests.experiments.test_evaluate import EXPORT, _run
+
+# Plain TensorFlow: keras_ssl is made unimportable, so the SavedModel must hold
+# all of its preprocessing and the encoder graph.
+_SERVE_WITHOUT_KERAS_SSL = """
+import sys
+sys.modules["keras_ssl"] = None  # any `import keras_ssl` now raises ImportError
+import numpy as np
+import tensorflow as tf
+
+saved_model, images_path, out_path = sys.argv[1:]
+# Keep the loaded object: `serve` alone would outlive the variables it reads.
+model = tf.saved_model.load(saved_model)
+serve = model.serve
+images = np.load(images_path)
+features = serve(tf.constant(images)).numpy()
+one = serve(tf.constant(images[:1])).numpy()
+larger = serve(tf.zeros([2, 48, 40, 3], tf.uint8)).numpy()
+np.savez(out_path, features=features, one=one, larger=larger)
+print(features.dtype, features.shape, larger.shape)
+"""
+
+
+def test_export_serves_in_plain_tensorflow_and_matches_keras(trained_run, exported_run,
+                                                            tmp_path):
+    result = exported_run
+    export_dir = os.path.dirname(result["saved_model"])
+    assert result["keras_encoder"] == os.path.join(export_dir, "encoder.keras")
+    assert result["checkpoint"].endswith(os.path.join("checkpoints", "ckpt-1"))
+    assert result["image_size"] == 32 and result["feature_dim"] == 16
+    assert os.path.isfile(os.path.join(result["saved_model"], "saved_model.pb"))
+
+    images = np.random.default_rng(0).integers(0, 256, [5, 32, 32, 3], dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    process = subprocess.run(
+        [sys.executable, "-c", _SERVE_WITHOUT_KERAS_SSL, result["saved_model"],
+         str(tmp_path / "images.npy"), str(tmp_path / "served.npz")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert process.returncode == 0, process.stderr[-3000:]
+    served = np.load(tmp_path / "served.npz")
+    assert served["features"].dtype == np.float32 and served["features"].shape == (5, 16)
+    assert served["larger"].shape == (2, 16) and np.isfinite(served["larger"]).all()
+
+    # The encoder restored from the checkpoint, and the exported .keras file.
+    encoder, *_ = restore_encoder(trained_run["model_dir"])
+    expected = encoder(images.astype(np.float32) / 255.0, training=False).numpy()
+    reloaded = keras.saving.load_model(result["keras_encoder"])
+    np.testing.assert_array_equal(
+        reloaded(images.astype(np.float32) / 255.0, training=False).numpy(), expected)
+    # Float32 agreement to 1e-5 relative to the feature scale: the graph and the
+    # eager Keras call may order the sums differently.
+    tolerance = 1e-5 * np.abs(expected).max()
+    np.testing.assert_allclose(served["features"], expected, rtol=0, atol=tolerance)
+    np.testing.assert_allclose(served["one"], expected[:1], rtol=0, atol=tolerance)
+
+
+def test_export_bad_flags(tmp_path):
+    for args, message in (([f"--export_dir={tmp_path}"], "--checkpoint"),
+                          (["--checkpoint=/no/such/run", f"--export_dir={tmp_path}"],
+                           "/no/such/run")):
+        process = _run(EXPORT, *args, check=False)
+        assert process.returncode == 2 and message in process.stderr
+        assert "Traceback" not in process.stderr
+        assert process.stdout.strip() == ""  # no JSON line on failure
