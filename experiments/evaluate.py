@@ -10,7 +10,6 @@ Protocols: weighted kNN, linear probe on frozen features, semi-supervised
 fine-tuning on class-balanced label fractions, and k-means clustering.
 """
 
-import json
 import os
 import sys
 
@@ -18,6 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras_ssl  # noqa: E402,F401  (sets TensorFlow's environment first)
 from absl import app, flags, logging  # noqa: E402
+
+from experiments.cli import json_main  # noqa: E402
 
 PROTOCOLS = ("knn", "linear", "semi", "cluster")
 LINEAR_METHODS = ("sgd", "lbfgs")
@@ -262,17 +263,6 @@ def plots(test_features, test_labels, class_names, model_dir):
     return written
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        results = evaluate()
-    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
-        print(f"evaluate.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    print(json.dumps(results))
-
-
 if __name__ == "__main__":
     logging.set_verbosity(logging.WARNING)
-    app.run(main)
+    app.run(json_main(evaluate, "evaluate.py"))

@@ -7,7 +7,6 @@ uint8 images [batch, height, width, 3] of any size and returns features; it
 needs only TensorFlow: `tf.saved_model.load(path).serve(images)`.
 """
 
-import json
 import os
 import sys
 
@@ -15,6 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras_ssl  # noqa: E402,F401  (sets TensorFlow's environment first)
 from absl import app, flags, logging  # noqa: E402
+
+from experiments.cli import json_main  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "train.py model_dir or checkpoint prefix.")
@@ -45,17 +46,6 @@ def export():
     }
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        result = export()
-    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
-        print(f"export.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    print(json.dumps(result))
-
-
 if __name__ == "__main__":
     logging.set_verbosity(logging.WARNING)
-    app.run(main)
+    app.run(json_main(export, "export.py"))
