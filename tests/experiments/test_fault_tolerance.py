@@ -1,0 +1,216 @@
+"""Runs that survive faults: SIGKILL and resume, damaged checkpoints, NaN losses.
+
+The process tests run experiments/train.py in subprocesses on a tiny MoCo v2
+(EMA key encoder, queue, momentum-shuffled BatchNorm) over a small npz made
+here; the first test checks in-process that a checkpoint holds every
+variable of the stateful methods and of their optimizer.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from experiments.pretrain import _method_kwargs, make_optimizer
+from keras_ssl import backbones, methods
+from keras_ssl.checkpointing import EpochCheckpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAIN = os.path.join(ROOT, "experiments", "train.py")
+EPOCHS = 3
+
+
+def write_npz(path, num_train, num_test=20, seed=0):
+    """Random 32-px images with labels, in keras.datasets' npz layout."""
+    rng = np.random.default_rng(seed)
+    np.savez(path, x_train=rng.integers(0, 256, (num_train, 32, 32, 3), dtype=np.uint8),
+             y_train=np.arange(num_train) % 10,
+             x_test=rng.integers(0, 256, (num_test, 32, 32, 3), dtype=np.uint8),
+             y_test=np.arange(num_test) % 10)
+    return path
+
+
+def checkpoint_tensors(model_dir):
+    """Every saved tensor of the newest checkpoint in model_dir, by key."""
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+            if not key.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")}
+
+
+def assert_same_tensors(first, second):
+    assert first.keys() == second.keys()
+    different = [key for key in first if not np.array_equal(first[key], second[key])]
+    assert not different, f"{len(different)} of {len(first)} tensors differ, e.g. {different[:3]}"
+
+
+def newest_checkpoint_number(model_dir):
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return None if path is None else int(path.rsplit("-", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def data_spec(tmp_path_factory):
+    # 320 images at batch 16: 20 steps an epoch, long enough to be killed inside one.
+    return "npz:" + write_npz(tmp_path_factory.mktemp("data") / "train.npz", 320).as_posix()
+
+
+def train_command(data_spec, model_dir, *extra):
+    return [sys.executable, TRAIN, "--method=moco_v2", f"--data={data_spec}", "--backbone=tiny",
+            "--global_batch_size=16", f"--epochs={EPOCHS}", "--knn_k=5", "--verbose=0",
+            "--deterministic", f"--model_dir={model_dir}", *extra]
+
+
+def run(command, check=True):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    if check:
+        assert process.returncode == 0, process.stderr[-3000:]
+    return process
+
+
+def last_json(process):
+    import json
+    return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_spec, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    result = last_json(run(train_command(data_spec, model_dir)))
+    assert result["epochs_run"] == EPOCHS
+    return model_dir, checkpoint_tensors(model_dir)
+
+
+# ---- what a checkpoint holds -------------------------------------------------------------
+
+def _build(method, seed):
+    import keras
+    keras.utils.set_random_seed(seed)
+    encoder = backbones.get("tiny", image_size=16, width_multiplier=1.0)
+    kwargs = {"moco_v2": {"queue_size": 16}, "npid": {}, "byol": {}}[method]
+    model = methods.get(method, encoder=encoder, **_method_kwargs(
+        method, kwargs, num_examples=32, total_steps=10))
+    optimizer = make_optimizer("sgd", learning_rate=0.1, weight_decay=1e-4,
+                               total_steps=10, warmup_steps=2)
+    model.compile(optimizer=optimizer)
+    optimizer.build(model.update_variables())
+    return model
+
+
+def _batches(seed):
+    rng = np.random.default_rng(seed)
+    views = tuple(rng.random((8, 16, 16, 3), dtype=np.float32) for _ in range(2))
+    batch = {"views": views, "index": np.arange(8, dtype=np.int64),
+             "label": np.zeros(8, np.int64)}
+    return tf.data.Dataset.from_tensors(batch).repeat(3)
+
+
+@pytest.mark.parametrize("method", ["moco_v2", "npid", "byol"])
+def test_checkpoint_restores_every_model_and_optimizer_variable(method, tmp_path):
+    trained = _build(method, seed=1)
+    trained.fit(_batches(0), epochs=1, verbose=0)
+    checkpoint = EpochCheckpoint(trained, tmp_path)
+    checkpoint.on_epoch_end(0)
+
+    fresh = _build(method, seed=2)
+    state = [v for v in fresh.non_trainable_variables if "seed_generator" not in v.path]
+    variables = {"model": (trained.variables, fresh.variables),
+                 "optimizer": (trained.optimizer.variables, fresh.optimizer.variables)}
+    # Sanity: the fresh copy differs in trainable weights, non-trainable state
+    # (EMA targets, queue, memory bank, BatchNorm statistics) and step count,
+    # so equality after the restore can only come from the checkpoint.
+    assert int(fresh.optimizer.iterations.numpy()) == 0
+    assert any(not np.array_equal(a.numpy(), b.numpy())
+               for a, b in zip(trained.non_trainable_variables, fresh.non_trainable_variables))
+    assert state
+
+    restorer = EpochCheckpoint(fresh, tmp_path)
+    assert restorer.restore_latest() == 1
+    for group, (saved, restored) in variables.items():
+        assert len(saved) == len(restored)
+        for a, b in zip(saved, restored):
+            assert a.path == b.path
+            assert np.array_equal(a.numpy(), b.numpy()), f"{group} variable {b.path} not restored"
+    assert int(fresh.optimizer.iterations.numpy()) == 3
+
+
+# ---- SIGKILL and resume ------------------------------------------------------------------
+
+def test_sigkill_during_an_epoch_then_rerun_ends_with_the_uninterrupted_weights(
+        data_spec, uninterrupted, tmp_path):
+    model_dir = tmp_path / "run"
+    command = train_command(data_spec, model_dir)
+    state_file = model_dir / "checkpoints" / "checkpoint"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    try:
+        # Kill as soon as epoch 1's checkpoint is recorded: epoch 2 is under way.
+        while process.poll() is None:
+            if state_file.exists() and "ckpt-1" in state_file.read_text():
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        returncode = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert newest_checkpoint_number(model_dir) == 1
+
+    resumed = last_json(run(command))
+    assert resumed["initial_epoch"] == 1 and resumed["epochs_run"] == EPOCHS - 1
+    # Weights, EMA targets, queue, BatchNorm statistics, optimizer slots and
+    # step counter, epoch: bit for bit those of the run that was never stopped.
+    assert_same_tensors(checkpoint_tensors(model_dir), uninterrupted[1])
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(
+        data_spec, uninterrupted, tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted[0], model_dir)
+    damaged = model_dir / "checkpoints" / f"ckpt-{EPOCHS}.data-00000-of-00001"
+    with open(damaged, "r+b") as file:
+        file.truncate(os.path.getsize(damaged) // 2)
+
+    process = run(train_command(data_spec, model_dir))
+    assert f"ckpt-{EPOCHS}" in process.stderr and "falling back" in process.stderr
+    resumed = last_json(process)
+    assert resumed["initial_epoch"] == EPOCHS - 1 and resumed["epochs_run"] == 1
+    assert_same_tensors(checkpoint_tensors(model_dir), uninterrupted[1])
+
+
+def test_unreadable_checkpoints_of_another_model_stop_with_one_clear_error(
+        data_spec, uninterrupted, tmp_path):
+    model_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted[0], model_dir)
+    process = run(train_command(data_spec, model_dir, "--backbone=resnet18",
+                                "--width_multiplier=0.125"), check=False)
+    assert process.returncode == 2
+    assert "train.py: error:" in process.stderr and "--model_dir" in process.stderr
+    assert "Traceback" not in process.stderr
+
+
+# ---- NaN loss ----------------------------------------------------------------------------
+
+def test_nan_loss_stops_without_checkpointing_the_bad_step(data_spec, tmp_path):
+    model_dir = tmp_path / "run"
+    # Step 25 is the 5th step of epoch 2 (20 steps an epoch).
+    process = run(train_command(data_spec, model_dir, "--debug_inject_nan_at_step=25"),
+                  check=False)
+    assert process.returncode == 1
+    errors = [line for line in process.stderr.splitlines() if line.startswith("train.py: error:")]
+    assert len(errors) == 1 and "global step 25" in errors[0] and "epoch 2" in errors[0]
+    assert "Traceback" not in process.stderr
+    assert "{" not in process.stdout  # no result JSON
+
+    assert newest_checkpoint_number(model_dir) == 1
+    saved = checkpoint_tensors(model_dir)
+    assert saved["epoch/.ATTRIBUTES/VARIABLE_VALUE"] == 1
+    assert all(np.isfinite(value).all() for value in saved.values()
+               if np.issubdtype(np.asarray(value).dtype, np.floating))
