@@ -1,0 +1,98 @@
+"""MIRA specifics: pseudo-labels, the shared head, the frozen head, beta's schedule."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_ssl import methods
+from keras_ssl.backbones import tiny_backbone
+from tests.methods import harness
+
+SIZES = (16, 16, 8)
+
+
+def _mira(**overrides):
+    keras.utils.set_random_seed(0)
+    config = {**harness.TINY_CONFIGS["mira"], **overrides}
+    model = methods.get("mira", encoder=tiny_backbone(image_size=16, width=4), **config)
+    model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9))
+    return model
+
+
+def _views(seed=0):
+    rng = np.random.default_rng(seed)
+    return tuple(tf.constant(rng.uniform(size=(8, s, s, 3)), tf.float32) for s in SIZES)
+
+
+def _directions(model):
+    kernel = model.prototypes.kernel.numpy()
+    return kernel / np.linalg.norm(kernel, axis=1, keepdims=True)
+
+
+def test_pseudo_labels_are_distributions_for_every_global_crop():
+    model = _mira()
+    outputs = model.forward_views(_views(), None, training=True)
+    assert len(outputs.targets) == 2 and len(outputs.predictions) == len(SIZES)
+    for labels in outputs.targets:
+        labels = labels.numpy()
+        assert labels.shape == (8, 6)
+        assert (labels >= 0).all()
+        np.testing.assert_allclose(labels.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_pseudo_labels_are_more_balanced_than_the_teacher_softmax():
+    # MIRA's regulariser spreads the batch over prototypes: the marginal of
+    # the labels has more entropy than the sharpened teacher softmax.
+    model = _mira(beta_initial=0.7, beta_final=0.7)
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(32, 6)).astype("float32")
+    logits[:, 0] += 2.0  # one prototype dominates
+    labels = model.pseudo_labels(tf.constant(logits), tf.constant(0.7)).numpy()
+    sharpened = tf.nn.softmax(logits / 0.225 / 0.3).numpy()
+
+    def marginal_entropy(p):
+        m = p.mean(axis=0)
+        return -(m * np.log(m)).sum()
+
+    assert marginal_entropy(labels) > marginal_entropy(sharpened) + 0.1
+
+
+def test_beta_follows_the_cosine_schedule():
+    model = _mira(total_steps=10)
+    np.testing.assert_allclose(model.beta_at(0), 0.75, rtol=1e-6)
+    np.testing.assert_allclose(model.beta_at(5), (0.75 + 2 / 3) / 2, rtol=1e-6)
+    np.testing.assert_allclose(model.beta_at(10), 2 / 3, rtol=1e-6)
+    np.testing.assert_allclose(_mira(total_steps=None).beta_at(7), 0.75, rtol=1e-6)
+
+
+def test_head_frozen_for_the_first_steps_then_trained():
+    model = _mira(freeze_prototypes_steps=1)
+    start = _directions(model)
+    model.fit(harness.batches(1, sizes=SIZES), epochs=1, verbose=0)
+    np.testing.assert_allclose(_directions(model), start, atol=1e-6)
+    model.fit(harness.batches(1, seed=1, sizes=SIZES), epochs=1, verbose=0)
+    assert np.abs(_directions(model) - start).max() > 1e-4
+
+
+def test_teacher_is_an_ema_of_the_student_and_shares_its_head():
+    model = _mira(freeze_prototypes_steps=0)
+    head = [w.path for w in model.prototypes.weights]
+    assert not any("target" in path for path in head)
+    model.fit(harness.batches(2, sizes=SIZES), epochs=1, verbose=0)
+    online = model.encoder.weights[0].numpy()
+    target = model.target_encoder.weights[0].numpy()
+    assert not np.allclose(online, target)
+    # The teacher's logits use the student's current prototypes.
+    views = _views(2)
+    _, teacher_logits = model._logits(model.target_encoder, model.target_projector,
+                                      views[0], training=False)
+    z = tf.math.l2_normalize(model.target_projector(
+        model.target_encoder(views[0], training=False), training=False), axis=1)
+    np.testing.assert_allclose(teacher_logits, z.numpy() @ _directions(model).T,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_loss_is_finite_with_two_crops_only():
+    model = _mira()
+    logs = model.fit(harness.batches(1), epochs=1, verbose=0).history
+    assert np.isfinite(logs["loss"][0])
