@@ -113,10 +113,9 @@ class MemoryBankKMeans(keras.layers.Layer):
         if assignments is None:
             assignments, _ = kmeans(rows, self.num_clusters, num_iters,
                                     init="kmeans++", seed=self.seed)
-        assignments = tf.cast(assignments, tf.int32)
-        centroids = centroids_from_bank(rows, assignments, self.centroids.value)
-        assignments, centroids = dissolve_small_clusters(
-            rows, assignments, centroids, self.min_cluster_size)
+        assignments, centroids = _settle(rows, tf.cast(assignments, tf.int32),
+                                         tf.convert_to_tensor(self.centroids),
+                                         min_cluster_size=int(self.min_cluster_size))
         self.features.assign(rows)
         self.assignments.assign(assignments)
         self.centroids.assign(centroids)
@@ -129,11 +128,15 @@ class MemoryBankKMeans(keras.layers.Layer):
         """
         updates = self.updates + 1
         recompute = tf.equal(updates % self.centroid_update_interval, 0)
-        bank, assignments, centroids, change_ratio = memory_kmeans_step(
-            self.features.value, self.assignments.value, self.centroids.value,
+        rows, assignments, centroids, change_ratio = memory_kmeans_step(
+            tf.convert_to_tensor(self.features), tf.convert_to_tensor(self.assignments),
+            tf.convert_to_tensor(self.centroids),
             tf.cast(indices, tf.int32), tf.stop_gradient(features), recompute,
             momentum=float(self.momentum), min_cluster_size=int(self.min_cluster_size))
-        self.features.assign(bank)
+        # The bank changes only at `indices`: write those rows here (as
+        # IndexedMemoryBank does) rather than copy the whole bank out of XLA.
+        self.features.assign(tf.tensor_scatter_nd_update(
+            tf.convert_to_tensor(self.features), tf.cast(indices, tf.int32)[:, None], rows))
         self.assignments.assign(assignments)
         self.centroids.assign(centroids)
         self.updates.assign(updates)
@@ -159,7 +162,9 @@ def memory_kmeans_step(bank, assignments, centroids, indices, features, recomput
         recompute: bool scalar, recompute all centroids from the bank.
 
     Returns:
-        (bank, assignments, centroids, change_ratio).
+        (rows, assignments, centroids, change_ratio): `rows` [B, D] are the
+        features written at `indices` (the new bank is
+        `tensor_scatter_nd_update(bank, indices[:, None], rows)`).
     """
     features = tf.math.l2_normalize(tf.cast(features, tf.float32), axis=1)
     rows = indices[:, None]
@@ -178,7 +183,14 @@ def memory_kmeans_step(bank, assignments, centroids, indices, features, recomput
                         lambda: centroids)
     assignments, centroids = dissolve_small_clusters(bank, assignments, centroids,
                                                      min_cluster_size)
-    return bank, assignments, centroids, change_ratio
+    return features, assignments, centroids, change_ratio
+
+
+@tf.function(jit_compile=True)
+def _settle(bank, assignments, previous, min_cluster_size):
+    """Centroids of a fresh labelling, then no cluster below the minimum size."""
+    centroids = centroids_from_bank(bank, assignments, previous)
+    return dissolve_small_clusters(bank, assignments, centroids, min_cluster_size)
 
 
 def cluster_sizes(assignments, num_clusters):
