@@ -3,6 +3,7 @@
     python experiments/benchmark.py --protocol=cpu_small --methods=simclr,moco_v2 \
         --data=../shared/data/cifar10
     python experiments/benchmark.py --what=pipeline --data=../shared/data/cifar10
+    python experiments/benchmark.py --what=kernels
     python experiments/benchmark.py --protocol=cpu_small_longtail \
         --methods=npid,npid_cld --seeds=0,1,2 --data=../shared/data/cifar10
 
@@ -31,7 +32,8 @@ import keras_ssl  # noqa: E402,F401  (sets TensorFlow's environment first)
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("what", "protocol", ["protocol", "pipeline"], "What to measure.")
+flags.DEFINE_enum("what", "protocol", ["protocol", "pipeline", "kernels"],
+                  "What to measure.")
 flags.DEFINE_enum("protocol", "cpu_small", ["cpu_small", "cpu_small_longtail"],
                   "Training protocol.")
 flags.DEFINE_list("methods", ["simclr", "moco_v2", "npid", "byol"], "Methods to run.")
@@ -47,6 +49,7 @@ RESULTS = os.path.join(ROOT, "experiments", "results")
 README = os.path.join(ROOT, "README.md")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 PIPELINE_START, PIPELINE_END = "<!-- pipeline:start -->", "<!-- pipeline:end -->"
+KERNELS_START, KERNELS_END = "<!-- kernels:start -->", "<!-- kernels:end -->"
 LONGTAIL_START, LONGTAIL_END = "<!-- longtail:start -->", "<!-- longtail:end -->"
 # CIFAR-10-LT of the long-tail protocol: ratio 100, head class 1,000 images.
 LONGTAIL = dict(imbalance_ratio=100.0, train_per_class=1000, num_classes=10)
@@ -155,6 +158,20 @@ def run_pipeline():
              f"| two 32-px views | {results['simclr']['images_per_s']:.0f} | 1,042 |",
              f"| multi-crop 2x32 + 6x16 | {results['multi_crop']['images_per_s']:.0f} | 343 |"]
     _replace_between(PIPELINE_START, PIPELINE_END, lines)
+
+
+def run_kernels():
+    from experiments.kernel_benchmark import measure_kernels
+    results = measure_kernels()
+    _save(os.path.join(RESULTS, "kernels.json"), results)
+    lines = ["| kernel | size | XLA ms | TF (no XLA) ms | NumPy ms | NumPy baseline |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name in ("sinkhorn", "kmeans", "topk", "mira", "memory_kmeans"):
+        r = results[name]
+        lines.append(f"| {name} | {r['size']} | {r['xla_ms']:.1f} | {r['tf_ms']:.1f} "
+                     f"| {r['numpy_ms']:.1f} | {r['numpy']} |")
+    lines.append(f"\n{results['machine']['note']}.")
+    _replace_between(KERNELS_START, KERNELS_END, lines)
 
 
 def write_readme_table(results):
