@@ -16,7 +16,7 @@ between the `results` markers is regenerated from that file, never typed.
 first floor(1000 * 100^(-c/9)) images (1000, 599, ..., 10: 2,478 images), and
 the epochs are raised so the run takes as many optimizer steps as the balanced
 protocol (10 epochs x 39 steps = 390; 2,478 // 256 = 9 steps per epoch, so 43
-epochs, 387 steps). kNN uses the long-tailed training images as its bank and
+epochs, 387 steps; warm-up epochs are rescaled alike, 5 -> 22). kNN uses the long-tailed training images as its bank and
 the balanced test split. Each method runs once per `--seeds` entry; results go
 to experiments/results/longtail.json and the README table between the
 `longtail` markers (mean +- sample std over seeds).
@@ -90,14 +90,18 @@ def longtail_config(balanced_flags):
     """
     from keras_ssl.data.subsets import long_tail_counts
     batch = balanced_flags["global_batch_size"]
-    balanced_steps = balanced_flags["epochs"] * (
-        balanced_flags["train_per_class"] * LONGTAIL["num_classes"] // batch)
+    balanced_steps_per_epoch = (balanced_flags["train_per_class"]
+                                * LONGTAIL["num_classes"] // batch)
     images = sum(long_tail_counts(LONGTAIL["num_classes"], LONGTAIL["train_per_class"],
                                   LONGTAIL["imbalance_ratio"]))
     steps_per_epoch = images // batch  # drop_remainder, as the training pipeline
-    epochs = max(1, round(balanced_steps / steps_per_epoch))
+    # Epochs, and warm-up epochs, rescaled so both span the balanced run's steps.
+    scale = balanced_steps_per_epoch / steps_per_epoch
+    epochs = max(1, round(balanced_flags["epochs"] * scale))
+    warmup_epochs = round(balanced_flags.get("warmup_epochs", 0) * scale)
     return dict(balanced_flags, imbalance_ratio=LONGTAIL["imbalance_ratio"],
-                train_per_class=LONGTAIL["train_per_class"], epochs=epochs), images
+                train_per_class=LONGTAIL["train_per_class"], epochs=epochs,
+                warmup_epochs=warmup_epochs), images
 
 
 def run_longtail():
