@@ -71,7 +71,7 @@ class MIRA(MomentumMethod):
     >>> from keras_ssl.backbones import tiny_backbone
     >>> model = MIRA(tiny_backbone(), projection_hidden_dim=16, projection_dim=8,
     ...              num_prototypes=10)
-    >>> model.prototypes.kernel.shape
+    >>> tuple(model.prototypes.kernel.shape)
     (10, 8)
     """
 

@@ -80,7 +80,7 @@ class SwAV(Method):
 
     The views are `multi_crop` views: global crops first, then local crops.
     Crops of one size share a backbone pass and all crops share one head
-    pass, as in the official `MultiPrototypes` ResNet, so BatchNorm
+    pass, as in the official `ResNet.forward` (src/resnet50.py), so BatchNorm
     statistics span them. Logs `queue_in_use` (the fraction of steps whose
     codes used the queue).
 
@@ -88,7 +88,7 @@ class SwAV(Method):
     >>> from keras_ssl.backbones import tiny_backbone
     >>> model = SwAV(tiny_backbone(), projection_hidden_dim=16, projection_dim=8,
     ...              num_prototypes=10)
-    >>> model.prototypes.kernel.shape
+    >>> tuple(model.prototypes.kernel.shape)
     (10, 8)
     """
 
