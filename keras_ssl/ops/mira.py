@@ -32,7 +32,8 @@ def mira_assign(logits, beta, num_iters):
         logits: [B, K] teacher scores already divided by the teacher
             temperature (MIRA: cosine scores / 0.225).
         beta: regularisation strength in [0, 1) (MIRA: cosine schedule from
-            0.75 to 2/3); beta = 0 gives softmax(logits).
+            0.75 to 2/3); beta = 0 gives softmax(logits). A Python number or
+            a scalar tensor (a schedule), which does not retrace the kernel.
         num_iters: fixed-point iterations (MIRA: 30).
 
     Returns:
@@ -43,11 +44,11 @@ def mira_assign(logits, beta, num_iters):
     >>> [round(float(v), 3) for v in tf.reduce_sum(p, axis=1)]
     [1.0, 1.0, 1.0]
     """
-    if not 0.0 <= beta < 1.0:
+    if isinstance(beta, (int, float)) and not 0.0 <= beta < 1.0:
         raise ValueError(f"beta must be in [0, 1), got {beta}.")
     if num_iters < 0:
         raise ValueError(f"num_iters must be >= 0, got {num_iters}.")
-    return _mira_assign(tf.stop_gradient(logits), tf.constant(beta, tf.float32),
+    return _mira_assign(tf.stop_gradient(logits), tf.cast(beta, tf.float32),
                         num_iters=int(num_iters))
 
 

@@ -37,6 +37,12 @@ def test_matches_the_official_loop(beta, num_iters):
     np.testing.assert_allclose(p, reference_mira(x, beta, num_iters), rtol=1e-4, atol=1e-6)
 
 
+def test_beta_may_be_a_scheduled_tensor():
+    x = logits(seed=4)
+    p = mira_assign(tf.constant(x), tf.Variable(0.7), 10).numpy()
+    np.testing.assert_allclose(p, reference_mira(x, 0.7, 10), rtol=1e-4, atol=1e-6)
+
+
 def test_reaches_a_fixed_point_with_unit_rows():
     x = logits(seed=1)
     p = mira_assign(tf.constant(x), 0.75, 200).numpy()
