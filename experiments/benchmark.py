@@ -222,6 +222,8 @@ def main(argv):
     try:
         if FLAGS.what == "pipeline":
             run_pipeline()
+        elif FLAGS.what == "kernels":
+            run_kernels()
         elif FLAGS.protocol == "cpu_small_longtail":
             run_longtail()
         else:
