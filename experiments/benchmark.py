@@ -224,8 +224,6 @@ def main(argv):
             run_pipeline()
         elif FLAGS.what == "kernels":
             run_kernels()
-        elif FLAGS.what == "kernels":
-            run_kernels()
         elif FLAGS.protocol == "cpu_small_longtail":
             run_longtail()
         else:
