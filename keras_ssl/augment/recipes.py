@@ -20,6 +20,7 @@ __all__ = [
     "byol_views",
     "get_recipe",
     "moco_v2_views",
+    "msf_views",
     "multi_crop_views",
     "npid_views",
     "simclr_views",
@@ -214,12 +215,39 @@ def multi_crop_views(
     return ViewRecipe((global_view,) * num_global + (local_view,) * num_local)
 
 
+def msf_views(
+    image_size,
+    *,
+    weak_strong=True,
+    blur=True,
+    crop_scale=(0.2, 1.0),
+    flip_probability=0.5,
+):
+    """MSF: view 0 (online query) strong, view 1 (EMA target) weak.
+
+    The strong view is MoCo v2's ("aug+"); the weak view is the same crop and
+    flip with no photometric op. ``weak_strong=False`` makes both views strong
+    (MSF's default without ``--weak_strong``); the paper's best ImageNet result
+    (72.4% linear) is weak/strong.
+
+    Reference: Koohpayegani, Tejankar, Pirsiavash, "Mean Shift for
+    Self-Supervised Learning" (ICCV 2021); UMBCvision/MSF `train_msf.py`
+    (`get_train_loader`, `TwoCropsTransform` returns [strong, weak]).
+    """
+    strong = moco_v2_views(image_size, blur=blur, crop_scale=crop_scale,
+                           flip_probability=flip_probability).views[0]
+    weak = ViewConfig(size=image_size, crop_scale=crop_scale,
+                      flip_probability=flip_probability, jitter_probability=0.0)
+    return ViewRecipe((strong, weak if weak_strong else strong))
+
+
 RECIPES = {
     "simclr": simclr_views,
     "moco_v2": moco_v2_views,
     "npid": npid_views,
     "byol": byol_views,
     "multi_crop": multi_crop_views,
+    "msf": msf_views,
 }
 
 
