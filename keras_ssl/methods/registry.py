@@ -2,6 +2,7 @@
 
 from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.cld import BYOLCLD, MoCoCLD, NPIDCLD
+from keras_ssl.methods.interclr import InterCLR
 from keras_ssl.methods.mira import MIRA
 from keras_ssl.methods.moco import MoCo
 from keras_ssl.methods.npid import NPID
@@ -18,6 +19,7 @@ METHODS = {
     "byol_cld": BYOLCLD,
     "swav": SwAV,
     "mira": MIRA,
+    "interclr": InterCLR,
 }
 
 

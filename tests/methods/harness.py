@@ -33,6 +33,11 @@ TINY_CONFIGS = {
                  freeze_prototypes_steps=1, queue_length=8, queue_start_steps=0),
     "mira": dict(projection_hidden_dim=16, projection_dim=8, num_prototypes=6, num_iters=5,
                  base_momentum=0.9, total_steps=4, freeze_prototypes_steps=1),
+    # InterCLR: 4 clusters of >= 2 in a 32-row bank; inter branch off for
+    # step 0 (a quarter of the 4-step epoch), bank clustered after it, on at step 1.
+    "interclr": dict(num_examples=NUM_EXAMPLES, projection_dim=8, queue_size=12,
+                     momentum=0.9, num_clusters=4, min_cluster_size=2, num_negatives=6,
+                     negative_pool_size=16, inter_warmup_epochs=0.25),
 }
 
 # Sides of the views `train` feeds each method (default: two 16-px views);

@@ -1,0 +1,291 @@
+"""InterCLR: intra- and inter-image invariance (Xie, Zhan, Liu, Ong, Loy; IJCV 2022)."""
+
+import warnings
+
+import tensorflow as tf
+
+from keras_ssl import distribute
+from keras_ssl.losses import inter_image_nce_loss
+from keras_ssl.methods.moco import MoCo
+from keras_ssl.ops import MemoryBankKMeans, kmeans
+from keras_ssl.ops.memory_kmeans import centroids_from_bank, dissolve_small_clusters
+
+NEGATIVE_SAMPLINGS = ("semihard", "random", "semieasy")
+
+
+class InterCLR(MoCo):
+    """MoCo v2 plus an inter-image branch on online memory-bank pseudo-labels.
+
+    Paper: "Delving into Inter-Image Invariance for Unsupervised Visual
+    Representations", arXiv 2008.11702. Official code: open-mmlab/mmselfsup,
+    branch `0.x`: `models/algorithms/interclr_moco.py` (losses, sampling),
+    `models/memories/interclr_memory.py` (bank, online labels) and
+    `core/hooks/interclr_hook.py` (initial clustering, centroids, small
+    clusters); config `configs/selfsup/_base_/models/interclr-moco.py`.
+
+    Loss = intra_loss_weight * MoCo v2 InfoNCE (query vs key and the queue)
+         + inter_loss_weight * inter-image InfoNCE: the query against
+           * a positive: the bank feature of a uniformly drawn member of the
+             anchor's pseudo-cluster (possibly the anchor's own row, as in the
+             official code), with the cosine margin on its logit (official
+             -0.5: +0.5 on the positive cosine, the "less stringent" boundary);
+           * `num_negatives` negatives drawn uniformly, without replacement,
+             from a pool of bank rows outside the anchor's cluster. Semi-hard
+             (the default): the pool is the `negative_pool_size` bank rows most
+             similar to the (detached) query, i.e. ranks [0, pool) with the
+             same-cluster rows taken out, which drops the easiest negatives
+             (ranks >= pool). "semieasy": the pool is the least similar rows;
+             "random": the whole bank.
+    Both branches share the projection head and the temperature. After the
+    step the all-gathered normalised keys are enqueued (MoCo) and written
+    into the bank with momentum 1 (they replace the rows), the written rows
+    are relabelled to the best centroid, centroids are recomputed every
+    `centroid_update_interval` steps and small clusters are dissolved
+    (`keras_ssl.ops.MemoryBankKMeans`).
+
+    Args:
+        encoder: backbone.
+        num_examples: training-set size N (one bank row each).
+        projection_hidden_dim, projection_dim, queue_size, temperature,
+            momentum, shuffle_bn, seed: as `MoCo` (official: MoCoV2Neck
+            2048-2048-128, queue 65,536, t=0.2, m=0.999).
+        num_clusters: K (official `num_classes`: 10,000 on ImageNet).
+        min_cluster_size: official `min_cluster` (20).
+        centroid_update_interval: official `centroids_update_interval` (10).
+        num_negatives: official `neg_num` (16,384).
+        negative_sampling: official `neg_sampling`, one of "semihard"
+            (default), "random", "semieasy".
+        negative_pool_size: official `semihard_neg_pool_num` (128,000); also
+            the semi-easy pool.
+        inter_cos_margin: official `inter_cos_margin` (-0.5).
+        intra_loss_weight, inter_loss_weight: 0.75 and 0.25.
+        inter_warmup_epochs: epochs with weights intra 1 / inter 0 (the
+            official hook's warm-up), while the bank fills with key features;
+            the bank is k-means-clustered when it ends (see below). May be
+            fractional.
+        initial_kmeans_iters: Lloyd iterations of that clustering (20, as the
+            official faiss run).
+
+    Example:
+    >>> from keras_ssl.backbones import tiny_backbone
+    >>> model = InterCLR(tiny_backbone(), num_examples=64, projection_dim=8,
+    ...                  queue_size=16, num_clusters=4, min_cluster_size=2,
+    ...                  num_negatives=4, negative_pool_size=16)
+
+    Deviations, and why:
+
+    * Initial clustering. The official hook extracts features of the whole
+      training set with the untrained network (centre crops) and runs faiss
+      k-means once before training. A `Method` cannot run a pass over the
+      data, so for `inter_warmup_epochs` (default 1) the inter branch has
+      weight 0 (intra 1, the official warm-up weights) while every step
+      writes its keys into the bank; after the last warm-up step the whole
+      bank is clustered in the graph (k-means++ seeding, `initial_kmeans_iters`
+      Lloyd iterations, then small clusters dissolved), and online labels take
+      over. The bank thus holds features of a network trained for that epoch
+      rather than of the random initialisation. The epoch length is
+      `num_examples // global_batch` (the pipeline drops the last partial
+      batch), so up to global_batch - 1 rows not drawn in that epoch still
+      hold their random initial vectors when clustered; they are overwritten
+      when next drawn. With `inter_warmup_epochs=0` no initial clustering
+      runs: labels start as `row % K` over random bank vectors.
+    * Sampling is fixed-shape: positives through the bank rows sorted by
+      label plus a uniform offset into the anchor's cluster (no per-anchor
+      loop); negatives as the top `num_negatives` of uniform random keys over
+      the pool, with same-cluster rows keyed below every allowed row. That
+      is uniform sampling without replacement from the allowed pool, which is
+      what the official rejection loop (`torch.multinomial` without
+      replacement, same-label draws redrawn) approximates; if fewer than
+      `num_negatives` rows are allowed the rest are masked out of the loss
+      instead of repeated. "hard" sampling is not implemented.
+    * Random draws are stateless, seeded from (optimizer step, seed) and drawn
+      for the global batch, then sliced to this replica's rows, so 1 and N
+      replicas draw the same positives and negatives. The official code
+      broadcasts rank 0's bank every step; here every replica applies the same
+      all-gathered update to an ONLY_FIRST_REPLICA copy.
+    * Cluster maintenance follows `MemoryBankKMeans` (its own deviations: a
+      deterministic 2-means split with a median fallback).
+    * Logged `intra_loss`/`inter_loss` are unweighted (the official logs are
+      weighted).
+    * A pool or negative count larger than the bank (e.g. a preset run on a
+      small subset) is reduced to what the bank holds, with a warning.
+    """
+
+    log_names = ("momentum", "intra_loss", "inter_loss", "change_ratio")
+
+    def __init__(self, encoder, *, num_examples, projection_hidden_dim=None,
+                 projection_dim=128, queue_size=65536, temperature=0.2, momentum=0.999,
+                 shuffle_bn=True, num_clusters=10000, min_cluster_size=20,
+                 centroid_update_interval=10, num_negatives=16384,
+                 negative_sampling="semihard", negative_pool_size=128000,
+                 inter_cos_margin=-0.5, intra_loss_weight=0.75, inter_loss_weight=0.25,
+                 inter_warmup_epochs=1.0, initial_kmeans_iters=20, seed=0, **kwargs):
+        super().__init__(encoder, projection_hidden_dim=projection_hidden_dim,
+                         projection_dim=projection_dim, queue_size=queue_size,
+                         temperature=temperature, momentum=momentum,
+                         shuffle_bn=shuffle_bn, seed=seed, **kwargs)
+        if negative_sampling not in NEGATIVE_SAMPLINGS:
+            raise ValueError(f"negative_sampling={negative_sampling!r} is not one of "
+                             f"{', '.join(NEGATIVE_SAMPLINGS)}.")
+        if negative_sampling == "random":
+            negative_pool_size = num_examples
+        if negative_pool_size > num_examples or num_negatives > negative_pool_size:
+            reduced_pool = min(negative_pool_size, num_examples)
+            reduced_negatives = min(num_negatives, reduced_pool)
+            warnings.warn(f"InterCLR: a bank of {num_examples} rows cannot give "
+                          f"{num_negatives} negatives from a pool of {negative_pool_size}; "
+                          f"using {reduced_negatives} from {reduced_pool}.")
+            negative_pool_size, num_negatives = reduced_pool, reduced_negatives
+        self.num_examples = num_examples
+        self.num_clusters = num_clusters
+        self.num_negatives = num_negatives
+        self.negative_sampling = negative_sampling
+        self.negative_pool_size = negative_pool_size
+        self.inter_cos_margin = inter_cos_margin
+        self.intra_loss_weight = intra_loss_weight
+        self.inter_loss_weight = inter_loss_weight
+        self.inter_warmup_epochs = inter_warmup_epochs
+        self.initial_kmeans_iters = initial_kmeans_iters
+        self.memory = MemoryBankKMeans(
+            num_examples, projection_dim, num_clusters,
+            min_cluster_size=min_cluster_size,
+            centroid_update_interval=centroid_update_interval, momentum=1.0,
+            seed=seed, name="memory")
+        self.built = True
+
+    def warmup_steps(self, local_batch_size):
+        """Steps of the inter-branch warm-up, from the global batch (int64 tensor)."""
+        global_batch = tf.cast(local_batch_size, tf.float64) * distribute.num_replicas()
+        steps_per_epoch = tf.maximum(tf.floor(self.num_examples / global_batch), 1.0)
+        return tf.cast(tf.round(self.inter_warmup_epochs * steps_per_epoch), tf.int64)
+
+    def _uniform_draws(self, local_batch_size, columns):
+        """[local_batch, columns] uniforms, drawn for the global batch so replicas agree."""
+        seed = tf.random.experimental.stateless_fold_in(
+            tf.stack([tf.cast(self.optimizer.iterations, tf.int32),
+                      tf.constant(self.seed, tf.int32)]), 1)  # 1: not MoCo's shuffle
+        uniform = tf.random.stateless_uniform(
+            [local_batch_size * distribute.num_replicas(), columns], seed)
+        return distribute.local_rows(uniform, local_batch_size)
+
+    def sample_inter_pairs(self, queries, indices):
+        """Bank indices of each anchor's positive [B] and negatives [B, M], and a mask [B, M]."""
+        bank = tf.convert_to_tensor(self.memory.features)
+        assignments = tf.convert_to_tensor(self.memory.assignments)
+        labels = tf.gather(assignments, tf.cast(indices, tf.int32))
+        uniform = self._uniform_draws(tf.shape(queries)[0], 1 + self.negative_pool_size)
+        positives = sample_positives(assignments, labels, uniform[:, 0],
+                                     num_clusters=self.num_clusters)
+        queries = tf.stop_gradient(tf.math.l2_normalize(tf.cast(queries, tf.float32), axis=1))
+        similarities = tf.matmul(queries, bank, transpose_b=True)
+        negatives, mask = sample_negatives(
+            similarities, assignments, labels, uniform[:, 1:],
+            num_negatives=self.num_negatives, pool_size=self.negative_pool_size,
+            sampling=self.negative_sampling)
+        return positives, negatives, mask
+
+    def compute_loss_terms(self, outputs, training):
+        intra_loss, logs = super().compute_loss_terms(outputs, training)
+        queries = outputs.projections[0]
+        positives, negatives, mask = self.sample_inter_pairs(queries, outputs.indices)
+        bank = tf.convert_to_tensor(self.memory.features)
+        inter_loss = inter_image_nce_loss(
+            queries, tf.gather(bank, positives), tf.gather(bank, negatives),
+            temperature=self.temperature, margin=self.inter_cos_margin,
+            negative_mask=mask)
+        warming_up = self.optimizer.iterations < self.warmup_steps(tf.shape(queries)[0])
+        intra_weight = tf.where(warming_up, 1.0, self.intra_loss_weight)
+        inter_weight = tf.where(warming_up, 0.0, self.inter_loss_weight)
+        loss = intra_weight * intra_loss + inter_weight * inter_loss
+        return loss, {**logs, "intra_loss": intra_loss, "inter_loss": inter_loss}
+
+    def after_apply(self, outputs):
+        super().after_apply(outputs)  # enqueue the keys
+        keys = tf.math.l2_normalize(tf.cast(outputs.targets[0], tf.float32), axis=1)
+        change_ratio = self.memory.update(distribute.all_gather(outputs.indices),
+                                          distribute.all_gather(keys))
+        self.log_trackers["change_ratio"].update_state(change_ratio)
+        # After the last warm-up step (iterations has just been incremented)
+        # the bank holds an epoch of keys: cluster it once. The branches only
+        # compute tensors; the assignments happen outside the cond, since a
+        # mirrored variable's update cannot run inside a branch function.
+        warmup_steps = self.warmup_steps(tf.shape(keys)[0])
+        cluster_now = (warmup_steps > 0) & tf.equal(self.optimizer.iterations, warmup_steps)
+        current = (tf.convert_to_tensor(self.memory.assignments),
+                   tf.convert_to_tensor(self.memory.centroids))
+        assignments, centroids = tf.cond(
+            cluster_now,
+            lambda: cluster_bank(tf.convert_to_tensor(self.memory.features), current[1],
+                                 num_iters=self.initial_kmeans_iters,
+                                 min_cluster_size=self.memory.min_cluster_size,
+                                 seed=self.seed),
+            lambda: current)
+        self.memory.assignments.assign(assignments)
+        self.memory.centroids.assign(centroids)
+
+
+def sample_positives(assignments, labels, uniform, *, num_clusters):
+    """A uniformly drawn bank row of each anchor's cluster.
+
+    Args:
+        assignments: [N] int32 cluster of every bank row.
+        labels: [B] int32 cluster of each anchor (a non-empty cluster).
+        uniform: [B] float in [0, 1).
+
+    Returns:
+        [B] int32 bank indices with `assignments[result] == labels`.
+    """
+    # Rows sorted by cluster: cluster c occupies order[starts[c]:starts[c] + sizes[c]].
+    order = tf.argsort(assignments, stable=True)
+    sizes = tf.math.unsorted_segment_sum(tf.ones_like(assignments), assignments,
+                                         num_clusters)
+    starts = tf.cumsum(sizes, exclusive=True)
+    size = tf.gather(sizes, labels)
+    offset = tf.minimum(tf.cast(uniform * tf.cast(size, tf.float32), tf.int32), size - 1)
+    return tf.gather(order, tf.gather(starts, labels) + offset)
+
+
+def sample_negatives(similarities, assignments, labels, uniform, *, num_negatives,
+                     pool_size, sampling="semihard"):
+    """Negatives drawn uniformly without replacement from a pool, outside each anchor's cluster.
+
+    Args:
+        similarities: [B, N] query-to-bank cosines (ranks the pool).
+        assignments: [N] int32 cluster of every bank row.
+        labels: [B] int32 cluster of each anchor.
+        uniform: [B, pool_size] floats in [0, 1), one key per pool slot.
+        num_negatives: M <= pool_size.
+        pool_size: "semihard": the pool is the rows of similarity rank
+            [0, pool_size); "semieasy": the pool_size least similar rows;
+            "random": every row (pool_size must be N).
+
+    Returns:
+        (indices [B, M] int32, mask [B, M] bool): mask is False where fewer
+        than M pool rows lie outside the anchor's cluster.
+    """
+    if sampling == "semihard":
+        pool = tf.math.top_k(similarities, pool_size).indices
+    elif sampling == "semieasy":
+        pool = tf.math.top_k(-similarities, pool_size).indices
+    elif sampling == "random":
+        pool = tf.broadcast_to(tf.range(tf.shape(similarities)[1]), tf.shape(similarities))
+    else:
+        raise ValueError(f"sampling={sampling!r} is not one of {', '.join(NEGATIVE_SAMPLINGS)}.")
+    allowed = tf.not_equal(tf.gather(assignments, pool), labels[:, None])
+    # Random keys, same-cluster rows below every allowed one: the top M keys
+    # are a uniform M-subset of the allowed rows.
+    keys, picks = tf.math.top_k(tf.where(allowed, uniform, -1.0), num_negatives)
+    return tf.gather(pool, picks, batch_dims=1), keys >= 0.0
+
+
+@tf.function(jit_compile=True)
+def cluster_bank(bank, previous_centroids, num_iters, min_cluster_size, seed):
+    """The initial clustering of a full bank: k-means++ and Lloyd, then no small clusters.
+
+    Returns (assignments [N] int32, centroids [K, D]); centroids are member
+    means (not renormalised), empty clusters keep `previous_centroids`.
+    """
+    assignments, _ = kmeans(bank, previous_centroids.shape[0], num_iters,
+                            init="kmeans++", seed=seed)
+    centroids = centroids_from_bank(bank, assignments, previous_centroids)
+    return dissolve_small_clusters(bank, assignments, centroids, min_cluster_size)
