@@ -3,10 +3,12 @@
 from keras_ssl.methods.base import Method, ViewOutputs
 from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.cld import BYOLCLD, MoCoCLD, NPIDCLD
+from keras_ssl.methods.cmsf import CMSF
 from keras_ssl.methods.interclr import InterCLR
 from keras_ssl.methods.mira import MIRA
 from keras_ssl.methods.moco import MoCo
 from keras_ssl.methods.momentum import MomentumMethod
+from keras_ssl.methods.msf import MSF
 from keras_ssl.methods.npid import NPID
 from keras_ssl.methods.registry import METHODS, available, get
 from keras_ssl.methods.simclr import SimCLR

@@ -2,9 +2,11 @@
 
 from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.cld import BYOLCLD, MoCoCLD, NPIDCLD
+from keras_ssl.methods.cmsf import CMSF
 from keras_ssl.methods.interclr import InterCLR
 from keras_ssl.methods.mira import MIRA
 from keras_ssl.methods.moco import MoCo
+from keras_ssl.methods.msf import MSF
 from keras_ssl.methods.npid import NPID
 from keras_ssl.methods.simclr import SimCLR
 from keras_ssl.methods.swav import SwAV
@@ -19,6 +21,8 @@ METHODS = {
     "byol_cld": BYOLCLD,
     "swav": SwAV,
     "mira": MIRA,
+    "msf": MSF,
+    "cmsf": CMSF,
     "interclr": InterCLR,
 }
 

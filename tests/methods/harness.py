@@ -38,6 +38,15 @@ TINY_CONFIGS = {
     "interclr": dict(num_examples=NUM_EXAMPLES, projection_dim=8, queue_size=12,
                      momentum=0.9, num_clusters=4, min_cluster_size=2, num_negatives=6,
                      negative_pool_size=16, inter_warmup_epochs=0.25),
+    # MSF/CMSF: a 12-row bank, so the second step's 8 targets wrap around it.
+    "msf": dict(projection_hidden_dim=16, projection_dim=8, prediction_hidden_dim=16,
+                momentum=0.9, queue_size=12, topk=3),
+    # CMSF-KM (the 2Q constraint runs in tests/methods/test_msf.py): k-means
+    # refreshes the pseudo-labels before step 1, so both labelings are used.
+    "cmsf": dict(projection_hidden_dim=16, projection_dim=8, prediction_hidden_dim=16,
+                 momentum=0.9, queue_size=12, topk=3, num_examples=NUM_EXAMPLES,
+                 constraint="pseudo_label", num_clusters=3, cluster_every_steps=1,
+                 cluster_iters=3),
 }
 
 # Sides of the views `train` feeds each method (default: two 16-px views);

@@ -1,0 +1,216 @@
+"""CMSF: Constrained Mean Shift (Navaneet, Koohpayegani, Tejankar, Pirsiavash, ECCV 2022)."""
+
+import keras
+import tensorflow as tf
+
+from keras_ssl import distribute
+from keras_ssl.losses import mean_shift_loss
+from keras_ssl.methods.msf import MSF
+from keras_ssl.ops import kmeans, topk_neighbors
+
+CONSTRAINTS = ("previous_epoch", "pseudo_label")
+
+
+class CMSF(MSF):
+    """Mean shift whose neighbours must also satisfy a constraint; averages both losses.
+
+    The loss is (L(constrained top-k) + L(unconstrained top-k)) / 2, each an
+    MSF loss (`keras_ssl.losses.mean_shift_loss`). Both searches use the
+    target t against the bank with the current global batch in it. The bank
+    also stores each row's dataset index (`bank_indices`), and a per-example
+    pool stores target embeddings, so the constraint can look rows up.
+
+    Implemented variants (`constraint`):
+    - "previous_epoch" (CMSF-2Q, `UCDvision/CMSF/self_supervised/
+      train_cmsf_self.py`): the pool keeps the two latest targets of every
+      example. The constrained top-k is taken, by current similarity, among
+      the top-`constraint_topk` (k') bank rows found by comparing the
+      anchor's previous-epoch embedding with the rows' previous-epoch
+      embeddings (the embedding before each example's latest write).
+    - "pseudo_label" (CMSF-KM, `UMBCvision/CMSF/self_supervised/
+      train_msf_km.py`): the constrained top-k is taken among bank rows whose
+      example has the anchor's pseudo-label. Labels start at 0 (no constraint,
+      as in the official code) and are refreshed by k-means (`kmeans`,
+      k-means++ start, `cluster_iters` Lloyd steps) over the pool of latest
+      embeddings every `cluster_every_steps` steps (set it to the epoch
+      length: the official code clusters after every epoch), or whenever
+      `recluster()` or `set_pseudo_labels()` is called.
+
+    Left out: the semi-supervised CMSF (`semi_supervised/train_pseudo_cmsf.py`,
+    pseudo-labels from a classifier trained on the labelled subset) and the
+    supervised CMSF (`supervised/train_cmsf_sup.py`); `set_pseudo_labels`
+    accepts labels from any source, so both could feed their labels through
+    it, but their training loops are not here.
+
+    Args:
+        encoder: online backbone.
+        num_examples: training-set size N (the per-example pool and labels).
+        constraint: "previous_epoch" (2Q) or "pseudo_label" (KM).
+        constraint_topk: k' of the 2Q constraint (5 in `run_selfsup.sh`; the
+            script's default is 10).
+        num_clusters: k-means clusters of the KM variant (50,000 for ImageNet).
+        cluster_every_steps: steps between k-means refreshes (0: never; then
+            call `recluster()` yourself).
+        cluster_iters: Lloyd iterations (20, as the official faiss call).
+        **kwargs: MSF's (momentum, queue_size, topk, heads, ...).
+
+    Example:
+    >>> from keras_ssl.backbones import tiny_backbone
+    >>> model = CMSF(tiny_backbone(), num_examples=100, queue_size=64)
+    >>> tuple(model.pool.shape[:2])
+    (2, 100)
+
+    Deviations and their reasons:
+    - The official 2Q pool starts as unnormalised `randn`; here as Gaussian
+      rows of about unit norm (std 1/sqrt(d)): the same random first-epoch
+      constraint, on the same scale as the real embeddings.
+    - Bank rows never written hold no example (`bank_indices` = -1). The
+      official `index_queue` starts at -1 too, which indexes the last
+      example; here such rows are never part of a constrained set.
+    - The official constrained search pushes excluded rows to distance +5 and
+      still averages over them when fewer than k rows are allowed (KM, a
+      small cluster); here those slots get weight 0, so an excluded row never
+      enters the loss. With the anchor itself always allowed, at least one
+      neighbour remains.
+    - k-means runs in-graph on the pool (fine at CIFAR scale); ImageNet's
+      50,000 clusters of 1.28M rows need an external k-means (the official
+      code uses faiss on GPUs) that calls `set_pseudo_labels`.
+    - The MSF deviations (no ShuffleBN, synchronized head BN) apply too.
+    """
+
+    log_names = MSF.log_names + ("constrained_similarity",)
+
+    def __init__(self, encoder, *, num_examples, constraint="previous_epoch",
+                 constraint_topk=5, num_clusters=100, cluster_every_steps=0,
+                 cluster_iters=20, **kwargs):
+        super().__init__(encoder, **kwargs)
+        if constraint not in CONSTRAINTS:
+            raise ValueError(f"constraint={constraint!r} is not one of {CONSTRAINTS}.")
+        if constraint == "previous_epoch" and constraint_topk < self.topk:
+            raise ValueError(f"constraint_topk={constraint_topk} must be >= topk={self.topk}.")
+        self.num_examples = num_examples
+        self.constraint = constraint
+        self.constraint_topk = constraint_topk
+        self.num_clusters = num_clusters
+        self.cluster_every_steps = cluster_every_steps
+        self.cluster_iters = cluster_iters
+        num_slots = 2 if constraint == "previous_epoch" else 1
+        dim = self.projection_dim
+        with distribute.replicated_state_scope():
+            self.bank_indices = self.add_weight(
+                shape=(self.queue.size,), dtype="int64", trainable=False,
+                initializer=keras.initializers.Constant(-1), name="bank_indices")
+            self.pool = self.add_weight(
+                shape=(num_slots, num_examples, dim), trainable=False,
+                initializer=keras.initializers.RandomNormal(stddev=dim ** -0.5, seed=1),
+                name="pool")
+            # 2Q: the slot the next write of each example goes to, which is
+            # also the slot holding its older embedding.
+            self.pool_slot = self.add_weight(shape=(num_examples,), dtype="int32",
+                                             trainable=False, initializer="zeros",
+                                             name="pool_slot")
+            self.pseudo_labels = self.add_weight(shape=(num_examples,), dtype="int32",
+                                                 trainable=False, initializer="zeros",
+                                                 name="pseudo_labels")
+
+    # ---- pseudo-labels (KM) --------------------------------------------------
+    def set_pseudo_labels(self, labels):
+        self.pseudo_labels.assign(tf.cast(labels, tf.int32))
+
+    def cluster_pool(self):
+        """KM: k-means assignments of the latest embedding of every example."""
+        if self.constraint != "pseudo_label":
+            raise ValueError("Pseudo-labels belong to constraint='pseudo_label'.")
+        assignments, _ = kmeans(self.pool.value[0], self.num_clusters, self.cluster_iters,
+                                init="kmeans++")
+        return assignments
+
+    def recluster(self):
+        """KM: sets the pseudo-labels to `cluster_pool()` (e.g. from a callback)."""
+        self.set_pseudo_labels(self.cluster_pool())
+
+    def forward_views(self, views, indices, training):
+        if self.constraint == "pseudo_label" and self.cluster_every_steps:
+            step = self.optimizer.iterations
+            due = tf.logical_and(step > 0, step % self.cluster_every_steps == 0)
+            # The assignment stays outside the cond: under MirroredStrategy a
+            # replicated variable cannot be written inside control flow. Every
+            # replica clusters the same replicated pool, so labels agree.
+            self.set_pseudo_labels(tf.cond(due, self.cluster_pool,
+                                           lambda: self.pseudo_labels.value))
+        return super().forward_views(views, indices, training)
+
+    # ---- constraints -----------------------------------------------------------
+    def _slots_after(self, global_indices):
+        """pool_slot after this batch's writes toggle it (2Q)."""
+        slot = self.pool_slot.value
+        return tf.tensor_scatter_nd_update(
+            slot, global_indices[:, None], 1 - tf.gather(slot, global_indices))
+
+    def _previous_epoch_mask(self, indices, global_indices, bank_index, written):
+        # After this batch is written, the older slot of every example holds
+        # the embedding before its latest one. For the batch's own examples
+        # that is the previously latest write, still in the pool now.
+        slots = self._slots_after(global_indices)
+
+        def previous(example):
+            return tf.gather_nd(self.pool.value,
+                                tf.stack([tf.gather(slots, example), example], axis=1))
+
+        bank_previous = previous(tf.maximum(bank_index, 0))
+        batch = tf.shape(indices)[0]
+        allowed = tf.broadcast_to(written[None, :], [batch, self.queue.size])
+        rows, similarities = topk_neighbors(previous(indices), bank_previous,
+                                            self.constraint_topk, mask=allowed)
+        # Rows are distinct within a query, so the scatter has no collisions;
+        # a slot filled with an unwritten row (similarity -inf) stays False.
+        positions = tf.stack([tf.repeat(tf.range(batch), self.constraint_topk),
+                              tf.reshape(rows, [-1])], axis=1)
+        return tf.tensor_scatter_nd_update(
+            tf.zeros([batch, self.queue.size], tf.bool), positions,
+            tf.reshape(tf.math.is_finite(similarities), [-1]))
+
+    def _pseudo_label_mask(self, indices, bank_index, written):
+        labels = self.pseudo_labels.value
+        bank_labels = tf.where(written, tf.gather(labels, tf.maximum(bank_index, 0)), -1)
+        return tf.gather(labels, indices)[:, None] == bank_labels[None, :]
+
+    def compute_loss_terms(self, outputs, training):
+        targets = self.normalized_targets(outputs)
+        indices = tf.cast(outputs.indices, tf.int64)
+        global_indices = distribute.all_gather(indices)
+        bank = self.bank_with(distribute.all_gather(targets))
+        rows = self.incoming_rows(tf.shape(global_indices, out_type=tf.int64)[0])
+        bank_index = tf.tensor_scatter_nd_update(self.bank_indices.value, rows[:, None],
+                                                 global_indices)
+        written = bank_index >= 0
+        if self.constraint == "previous_epoch":
+            mask = self._previous_epoch_mask(indices, global_indices, bank_index, written)
+        else:
+            mask = self._pseudo_label_mask(indices, bank_index, written)
+        neighbors, similarities = topk_neighbors(targets, bank, self.topk)
+        constrained, constrained_similarities = topk_neighbors(targets, bank, self.topk,
+                                                               mask=mask)
+        allowed = tf.math.is_finite(constrained_similarities)
+        loss = 0.5 * (mean_shift_loss(outputs.predictions[0], bank, constrained, allowed)
+                      + mean_shift_loss(outputs.predictions[0], bank, neighbors))
+        mean_allowed = (tf.reduce_sum(tf.where(allowed, constrained_similarities, 0.0))
+                        / tf.reduce_sum(tf.cast(allowed, tf.float32)))
+        return loss, {"neighbor_similarity": tf.reduce_mean(similarities),
+                      "constrained_similarity": mean_allowed}
+
+    def after_apply(self, outputs):
+        targets = distribute.all_gather(self.normalized_targets(outputs))
+        indices = distribute.all_gather(tf.cast(outputs.indices, tf.int64))
+        # Rows are taken before the enqueue moves the pointer.
+        rows = self.incoming_rows(tf.shape(indices, out_type=tf.int64)[0])
+        self.bank_indices.assign(tf.tensor_scatter_nd_update(
+            self.bank_indices.value, rows[:, None], indices))
+        slots = (tf.gather(self.pool_slot.value, indices)
+                 if self.constraint == "previous_epoch"
+                 else tf.zeros_like(indices, tf.int32))
+        self.pool.assign(tf.tensor_scatter_nd_update(
+            self.pool.value, tf.stack([tf.cast(slots, tf.int64), indices], axis=1), targets))
+        if self.constraint == "previous_epoch":
+            self.pool_slot.assign(self._slots_after(indices))
+        self.queue.enqueue(targets)
