@@ -112,6 +112,18 @@ PRESETS = {
                                  prediction_hidden_dim=1024, momentum=0.99,
                                  queue_size=4096, topk=5, constraint="previous_epoch",
                                  constraint_topk=5)),
+        # InterCLR: moco_v2's CPU entry (queue 4096, t=0.1 for both branches,
+        # m=0.99) plus the official inter branch (weights 0.75/0.25, margin -0.5,
+        # semi-hard negatives, min cluster 20, centroids every 10 steps). Sizes
+        # scaled from ImageNet's N=1.28M: pool 10% of N (128,000) = 1,000,
+        # negatives 1.28% of N (16,384) = 128, and K=100: ten clusters per
+        # class as ImageNet's 10,000 for 1,000 classes (100 rows per cluster,
+        # paper ~128; K <= N / (2 x 20) keeps every cluster >= 20). One
+        # intra-only epoch fills the bank before its k-means.
+        "interclr": dict(flags=_CPU_SMALL_FLAGS,
+                         method=dict(projection_dim=128, queue_size=4096, temperature=0.1,
+                                     momentum=0.99, num_clusters=100, num_negatives=128,
+                                     negative_pool_size=1000, inter_warmup_epochs=1.0)),
     },
     "cifar10": {
         # solo-learn cifar/simclr.yaml: LARS 0.4, wd 1e-5, proj 2048, t=0.2.
@@ -184,6 +196,15 @@ PRESETS = {
                                 learning_rate=0.05, weight_decay=5e-4, warmup_epochs=0),
                      method=dict(momentum=0.99, queue_size=16384, topk=5,
                                  constraint="previous_epoch", constraint_topk=5)),
+        # InterCLR has no CIFAR config: moco_v2's CIFAR entry above plus the
+        # official inter branch, sizes scaled as the CPU entry for N=50,000
+        # (pool 5,000, negatives 640, K=100).
+        "interclr": dict(flags=dict(_CIFAR_FLAGS, epochs=200, optimizer="sgd",
+                                    learning_rate=0.06, weight_decay=5e-4,
+                                    warmup_epochs=5),
+                         method=dict(queue_size=4096, temperature=0.1, momentum=0.99,
+                                     num_clusters=100, num_negatives=640,
+                                     negative_pool_size=5000, inter_warmup_epochs=1.0)),
     },
     "imagenet": {
         # SimCLR: LARS 0.3 x bs/256 (4.8 at 4096), wd 1e-6, t=0.1, 10 warm-up epochs.
@@ -256,6 +277,21 @@ PRESETS = {
                                 warmup_epochs=0),
                      method=dict(momentum=0.99, queue_size=128000, topk=5,
                                  constraint="previous_epoch", constraint_topk=5)),
+        # InterCLR, mmselfsup 0.x configs/selfsup/interclr/ (interclr-moco.py,
+        # sgd_coslr-200e_in1k): batch 256, SGD 0.03, wd 1e-4, cosine, 200
+        # epochs, MoCo v2 aug, 2048-2048-128 head, queue 65536, t=0.2,
+        # m=0.999, K=10,000, min cluster 20, 16,384 semi-hard negatives from
+        # the top 128,000, margin -0.5, weights 0.75/0.25 (68.0% linear).
+        # Deviation: one intra-only epoch fills the bank instead of clustering
+        # the untrained network's features before training.
+        "interclr": dict(flags=dict(_IMAGENET_FLAGS, epochs=200, global_batch_size=256,
+                                    optimizer="sgd", learning_rate=0.03,
+                                    weight_decay=1e-4, warmup_epochs=0),
+                         method=dict(queue_size=65536, temperature=0.2, momentum=0.999,
+                                     num_clusters=10000, min_cluster_size=20,
+                                     num_negatives=16384, negative_pool_size=128000,
+                                     inter_cos_margin=-0.5, intra_loss_weight=0.75,
+                                     inter_loss_weight=0.25, inter_warmup_epochs=1.0)),
     },
 }
 
