@@ -155,7 +155,7 @@ class CMSF(MSF):
 
         def previous(example):
             return tf.gather_nd(self.pool.value,
-                                tf.stack([tf.gather(slots, example), example], axis=1))
+                                tf.stack([tf.cast(tf.gather(slots, example), tf.int64), example], axis=1))
 
         bank_previous = previous(tf.maximum(bank_index, 0))
         batch = tf.shape(indices)[0]
@@ -175,11 +175,18 @@ class CMSF(MSF):
         bank_labels = tf.where(written, tf.gather(labels, tf.maximum(bank_index, 0)), -1)
         return tf.gather(labels, indices)[:, None] == bank_labels[None, :]
 
-    def compute_loss_terms(self, outputs, training):
+    def constrained_search(self, outputs):
+        """The unconstrained search of MSF plus the constrained one.
+
+        Returns (bank, neighbors, similarities, constrained,
+        constrained_similarities, mask): `mask` [B, M] marks the rows each
+        target may take; a constrained slot with similarity -inf had no
+        allowed row left and is dropped from the loss.
+        """
+        bank, neighbors, similarities = self.search(outputs)
         targets = self.normalized_targets(outputs)
         indices = tf.cast(outputs.indices, tf.int64)
         global_indices = distribute.all_gather(indices)
-        bank = self.bank_with(distribute.all_gather(targets))
         rows = self.incoming_rows(tf.shape(global_indices, out_type=tf.int64)[0])
         bank_index = tf.tensor_scatter_nd_update(self.bank_indices.value, rows[:, None],
                                                  global_indices)
@@ -188,9 +195,13 @@ class CMSF(MSF):
             mask = self._previous_epoch_mask(indices, global_indices, bank_index, written)
         else:
             mask = self._pseudo_label_mask(indices, bank_index, written)
-        neighbors, similarities = topk_neighbors(targets, bank, self.topk)
         constrained, constrained_similarities = topk_neighbors(targets, bank, self.topk,
                                                                mask=mask)
+        return bank, neighbors, similarities, constrained, constrained_similarities, mask
+
+    def compute_loss_terms(self, outputs, training):
+        (bank, neighbors, similarities, constrained, constrained_similarities,
+         _) = self.constrained_search(outputs)
         allowed = tf.math.is_finite(constrained_similarities)
         loss = 0.5 * (mean_shift_loss(outputs.predictions[0], bank, constrained, allowed)
                       + mean_shift_loss(outputs.predictions[0], bank, neighbors))

@@ -122,10 +122,15 @@ class MSF(MomentumMethod):
         return tf.tensor_scatter_nd_update(self.queue.keys.value, rows[:, None],
                                            global_targets)
 
-    def compute_loss_terms(self, outputs, training):
+    def search(self, outputs):
+        """(bank with the current global batch, neighbours [B, k], their similarities)."""
         targets = self.normalized_targets(outputs)
         bank = self.bank_with(distribute.all_gather(targets))
         neighbors, similarities = topk_neighbors(targets, bank, self.topk)
+        return bank, neighbors, similarities
+
+    def compute_loss_terms(self, outputs, training):
+        bank, neighbors, similarities = self.search(outputs)
         loss = mean_shift_loss(outputs.predictions[0], bank, neighbors)
         return loss, {"neighbor_similarity": tf.reduce_mean(similarities)}
 
