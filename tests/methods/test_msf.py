@@ -174,3 +174,24 @@ def test_cmsf_kmeans_refresh_sets_pseudo_labels_in_range():
 def test_cmsf_rejects_a_constraint_set_smaller_than_k():
     with pytest.raises(ValueError, match="constraint_topk"):
         _build("cmsf", topk=5, num_examples=8, constraint_topk=3)
+
+
+def test_cmsf_previous_epoch_one_and_two_replicas_agree():
+    # The shared harness runs CMSF-KM; this runs the 2Q constraint's gathers,
+    # pool writes and slot toggles on 1 and 2 replicas; the last two of the
+    # four steps revisit examples of the first two.
+    def train(strategy):
+        with strategy.scope():
+            model = _build("cmsf", topk=2, num_examples=harness.NUM_EXAMPLES,
+                           constraint="previous_epoch", constraint_topk=3)
+        dataset = harness.batches(2).concatenate(harness.batches(2, seed=1))
+        logs = model.fit(dataset, epochs=1, verbose=0, shuffle=False).history
+        return model, logs
+
+    single, single_logs = train(tf.distribute.get_strategy())
+    mirrored, mirrored_logs = train(harness.mirrored_strategy())
+    np.testing.assert_allclose(mirrored_logs["loss"], single_logs["loss"], rtol=1e-4)
+    expected, actual = harness.weights_by_path(single), harness.weights_by_path(mirrored)
+    for path in expected:
+        np.testing.assert_allclose(actual[path], expected[path], rtol=1e-3, atol=2e-5,
+                                   err_msg=path)
