@@ -23,9 +23,8 @@ Deviations, and why:
   freeze_prototypes_steps`) instead of `p.grad = None`; the train step is traced
   once. The optimizer still applies L2 decay to the frozen rows, which only
   rescales them; the weight-normalised head ignores their length.
-- beta follows its schedule as a tensor, which the public `mira_assign`
-  rejects (it validates beta with a Python comparison); the scheduled case
-  calls the same compiled kernel directly. A constant beta uses `mira_assign`.
+- beta follows its schedule as a scalar tensor computed from
+  `optimizer.iterations` (one trace serves every step), not a Python float.
 - The pseudo-labels come from the gathered global batch (an XLA kernel)
   instead of all-reducing column sums inside the loop (DESIGN.md).
 - Local crops go through the model built for the global size (see
@@ -42,7 +41,6 @@ from keras_ssl.losses import swapped_prediction_loss
 from keras_ssl.methods.base import ViewOutputs
 from keras_ssl.methods.momentum import MomentumMethod
 from keras_ssl.methods.swav import accept_any_image_size
-from keras_ssl.ops import mira as mira_ops
 from keras_ssl.ops import mira_assign
 
 
@@ -118,13 +116,9 @@ class MIRA(MomentumMethod):
     def pseudo_labels(self, teacher_logits, beta):
         """This replica's rows of the assignment computed on the global batch."""
         logits = tf.cast(teacher_logits, tf.float32) / self.teacher_temperature
-        if self._scheduled_beta():
-            kernel = lambda x: mira_ops._mira_assign(  # noqa: E731
-                tf.stop_gradient(x), beta, num_iters=int(self.num_iters))
-        else:
-            kernel = lambda x: mira_assign(x, self.beta_initial, self.num_iters)  # noqa: E731
         local_batch = tf.shape(logits)[0]
-        labels = kernel(distribute.all_gather(tf.stop_gradient(logits)))
+        labels = mira_assign(distribute.all_gather(tf.stop_gradient(logits)), beta,
+                             self.num_iters)
         return tf.stop_gradient(distribute.local_rows(labels, local_batch))
 
     def _logits(self, encoder, projector, images, training, frozen=None):
