@@ -32,7 +32,7 @@ import keras_ssl  # noqa: E402,F401  (sets TensorFlow's environment first)
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("what", "protocol", ["protocol", "pipeline", "kernels"],
+flags.DEFINE_enum("what", "protocol", ["protocol", "pipeline", "kernels", "speed"],
                   "What to measure.")
 flags.DEFINE_enum("protocol", "cpu_small", ["cpu_small", "cpu_small_longtail"],
                   "Training protocol.")
@@ -51,6 +51,7 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 PIPELINE_START, PIPELINE_END = "<!-- pipeline:start -->", "<!-- pipeline:end -->"
 KERNELS_START, KERNELS_END = "<!-- kernels:start -->", "<!-- kernels:end -->"
 LONGTAIL_START, LONGTAIL_END = "<!-- longtail:start -->", "<!-- longtail:end -->"
+SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 # CIFAR-10-LT of the long-tail protocol: ratio 100, head class 1,000 images.
 LONGTAIL = dict(imbalance_ratio=100.0, train_per_class=1000, num_classes=10)
 
@@ -178,6 +179,26 @@ def run_kernels():
     _replace_between(KERNELS_START, KERNELS_END, lines)
 
 
+def run_speed():
+    from experiments.speed_benchmark import measure_speed
+    path = os.path.join(RESULTS, "speed.json")
+    results = _load(path)
+    for method in FLAGS.methods:
+        results[method] = measure_speed(method, FLAGS.data, seed=FLAGS.seed)
+        print(json.dumps(results[method]), flush=True)
+        _save(path, results)
+    lines = ["| method | training images/s | model alone | pipeline alone "
+             "| lightly images/s | vs lightly |", "| --- | --- | --- | --- | --- | --- |"]
+    for method in sorted(results):
+        r = results[method]
+        peer = LIGHTLY.get(method, (None, None))[1]
+        ratio = f"{r['train_images_per_s'] / peer:.2f}x" if peer else "n/a"
+        lines.append(f"| {method} | {r['train_images_per_s']:.0f} | "
+                     f"{r['step_images_per_s']:.0f} | {r['pipeline_images_per_s']:.0f} | "
+                     f"{peer or 'n/a'} | {ratio} |")
+    _replace_between(SPEED_START, SPEED_END, lines)
+
+
 def write_readme_table(results):
     lines = ["| method | kNN top-1 | lightly kNN top-1 | train seconds | train images/s "
              "| lightly images/s |", "| --- | --- | --- | --- | --- | --- |"]
@@ -224,6 +245,8 @@ def main(argv):
             run_pipeline()
         elif FLAGS.what == "kernels":
             run_kernels()
+        elif FLAGS.what == "speed":
+            run_speed()
         elif FLAGS.protocol == "cpu_small_longtail":
             run_longtail()
         else:

@@ -105,6 +105,36 @@ def _method_kwargs(method_name, kwargs, *, num_examples, total_steps):
     return kwargs
 
 
+def make_views(method, *, image_size, blur, view_kwargs=None):
+    """The view recipe `method` trains on, sized to `image_size`."""
+    recipe_name = methods.METHODS[method].recipe_name
+    # Multi-crop recipes are sized by their global crops (`global_size`).
+    recipe_parameters = inspect.signature(augment.RECIPES[recipe_name]).parameters
+    size_key = "image_size" if "image_size" in recipe_parameters else "global_size"
+    return augment.get_recipe(recipe_name, blur=blur,
+                              **{size_key: image_size, **(view_kwargs or {})})
+
+
+def build_method(strategy, *, method, backbone, image_size, width_multiplier,
+                 method_kwargs, num_examples, total_steps, optimizer, learning_rate,
+                 weight_decay, warmup_steps, mixed_precision=False, jit_compile=False):
+    """The compiled method with a built optimizer, every variable under `strategy`."""
+    with strategy.scope():
+        encoder = backbones.get(backbone, image_size=image_size,
+                                width_multiplier=width_multiplier)
+        model = methods.get(method, encoder=encoder, **_method_kwargs(
+            method, method_kwargs or {}, num_examples=num_examples,
+            total_steps=total_steps))
+        opt = make_optimizer(optimizer, learning_rate=learning_rate,
+                             weight_decay=weight_decay, total_steps=total_steps,
+                             warmup_steps=warmup_steps)
+        if mixed_precision:
+            opt = keras.optimizers.LossScaleOptimizer(opt)
+        model.compile(optimizer=opt, jit_compile=jit_compile)
+        opt.build(model.update_variables())
+    return model
+
+
 def _adapt_to_multi_worker(model, strategy):
     """Works around three failures of Keras 3 `fit` under MultiWorkerMirroredStrategy.
 
@@ -176,25 +206,15 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
         imbalance_ratio=imbalance_ratio)
     steps = ssl_data.steps_per_epoch(train, global_batch_size)
     total_steps = steps * epochs
-    method_class = methods.METHODS[method]
-    # Multi-crop recipes are sized by their global crops (`global_size`).
-    recipe_parameters = inspect.signature(augment.RECIPES[method_class.recipe_name]).parameters
-    size_key = "image_size" if "image_size" in recipe_parameters else "global_size"
-    views = augment.get_recipe(method_class.recipe_name, blur=blur,
-                               **{size_key: image_size, **(view_kwargs or {})})
+    views = make_views(method, image_size=image_size, blur=blur, view_kwargs=view_kwargs)
 
-    with strategy_.scope():
-        encoder = backbones.get(backbone, image_size=image_size,
-                                width_multiplier=width_multiplier)
-        model = methods.get(method, encoder=encoder, **_method_kwargs(
-            method, method_kwargs or {}, num_examples=len(train), total_steps=total_steps))
-        opt = make_optimizer(optimizer, learning_rate=learning_rate,
-                             weight_decay=weight_decay, total_steps=total_steps,
-                             warmup_steps=steps * warmup_epochs)
-        if mixed_precision:
-            opt = keras.optimizers.LossScaleOptimizer(opt)
-        model.compile(optimizer=opt, jit_compile=jit_compile)
-        opt.build(model.update_variables())
+    model = build_method(
+        strategy_, method=method, backbone=backbone, image_size=image_size,
+        width_multiplier=width_multiplier, method_kwargs=method_kwargs,
+        num_examples=len(train), total_steps=total_steps, optimizer=optimizer,
+        learning_rate=learning_rate, weight_decay=weight_decay,
+        warmup_steps=steps * warmup_epochs, mixed_precision=mixed_precision,
+        jit_compile=jit_compile)
     _adapt_to_multi_worker(model, strategy_)
 
     # Every worker restores from the chief's directory (shared storage on a
