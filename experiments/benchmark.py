@@ -32,7 +32,8 @@ import keras_ssl  # noqa: E402,F401  (sets TensorFlow's environment first)
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("what", "protocol", ["protocol", "pipeline", "kernels", "speed"],
+flags.DEFINE_enum("what", "protocol",
+                  ["protocol", "pipeline", "kernels", "speed", "evaluation"],
                   "What to measure.")
 flags.DEFINE_enum("protocol", "cpu_small", ["cpu_small", "cpu_small_longtail"],
                   "Training protocol.")
@@ -52,6 +53,8 @@ PIPELINE_START, PIPELINE_END = "<!-- pipeline:start -->", "<!-- pipeline:end -->
 KERNELS_START, KERNELS_END = "<!-- kernels:start -->", "<!-- kernels:end -->"
 LONGTAIL_START, LONGTAIL_END = "<!-- longtail:start -->", "<!-- longtail:end -->"
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
+EVALUATION_START, EVALUATION_END = "<!-- evaluation:start -->", "<!-- evaluation:end -->"
+PLOTS = os.path.join(ROOT, "docs", "images")
 # CIFAR-10-LT of the long-tail protocol: ratio 100, head class 1,000 images.
 LONGTAIL = dict(imbalance_ratio=100.0, train_per_class=1000, num_classes=10)
 
@@ -78,7 +81,8 @@ def run_protocol():
                           view_kwargs=entry["views"], **config)
         print(json.dumps(result), flush=True)
         if not FLAGS.epochs:
-            results[method] = result
+            # Re-read first: another benchmark process may have added its method.
+            results = {**_load(path), method: result}
             _save(path, results)
     if FLAGS.write_readme and not FLAGS.epochs:
         write_readme_table(results)
@@ -199,6 +203,45 @@ def run_speed():
     _replace_between(SPEED_START, SPEED_END, lines)
 
 
+def run_evaluation():
+    """evaluate.py --protocol=all on each method's protocol run (run the protocol first)."""
+    import subprocess
+    path = os.path.join(RESULTS, "evaluation.json")
+    results = _load(path)
+    for method in FLAGS.methods:
+        model_dir = os.path.join(FLAGS.work_dir, f"{method}_seed{FLAGS.seed}")
+        plot_dir = os.path.join(PLOTS, f"{method}_cpu_small")
+        command = [sys.executable, os.path.join(ROOT, "experiments", "evaluate.py"),
+                   f"--checkpoint={model_dir}", f"--data={FLAGS.data}",
+                   "--train_per_class=1000", "--protocol=all", "--linear_method=lbfgs",
+                   f"--plot={plot_dir}", f"--seed={FLAGS.seed}"]
+        completed = subprocess.run(command, capture_output=True, text=True)
+        if completed.returncode:
+            raise ValueError(f"evaluate.py failed on {model_dir}: "
+                             f"{completed.stderr.strip().splitlines()[-1:]}")
+        result = json.loads(completed.stdout.strip().splitlines()[-1])
+        for key in ("embedding_plot", "curves_plot"):
+            result[key] = os.path.relpath(result[key], ROOT)
+        results[method] = result
+        print(json.dumps(result), flush=True)
+        _save(path, results)
+    lines = ["| method | kNN top-1 | linear top-1 / top-5 | 1% labels top-1 "
+             "| 10% labels top-1 | k-means NMI / ARI / accuracy |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for method in sorted(results):
+        r = results[method]
+        lines.append(
+            f"| {method} | {100 * r['knn_top1']:.1f}% | {100 * r['linear_top1']:.1f}% / "
+            f"{100 * r['linear_top5']:.1f}% | {100 * r['semi_1pct_top1']:.1f}% | "
+            f"{100 * r['semi_10pct_top1']:.1f}% | {r['nmi']:.3f} / {r['ari']:.3f} / "
+            f"{100 * r['cluster_acc']:.1f}% |")
+    for method in sorted(results):
+        r = results[method]
+        lines.append(f"\n![{method}: t-SNE of test features]({r['embedding_plot']}) "
+                     f"![{method}: training curves]({r['curves_plot']})")
+    _replace_between(EVALUATION_START, EVALUATION_END, lines)
+
+
 def write_readme_table(results):
     lines = ["| method | kNN top-1 | lightly kNN top-1 | train seconds | train images/s "
              "| lightly images/s |", "| --- | --- | --- | --- | --- | --- |"]
@@ -247,6 +290,8 @@ def main(argv):
             run_kernels()
         elif FLAGS.what == "speed":
             run_speed()
+        elif FLAGS.what == "evaluation":
+            run_evaluation()
         elif FLAGS.protocol == "cpu_small_longtail":
             run_longtail()
         else:
