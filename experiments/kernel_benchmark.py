@@ -188,7 +188,8 @@ def measure_kernels(repeats=5):
     results["machine"] = dict(
         cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
         tensorflow=tf.__version__, numpy=np.__version__,
-        note="2-core CPU shared with other jobs; medians of %d calls after warm-up" % repeats)
+        note="2-core CPU shared with other jobs (1-minute load average %.1f at the end); "
+             "medians of %d calls after warm-up" % (os.getloadavg()[0], repeats))
     return results
 
 
