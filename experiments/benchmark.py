@@ -41,7 +41,7 @@ flags.DEFINE_list("methods", ["simclr", "moco_v2", "npid", "byol"], "Methods to 
 flags.DEFINE_string("data", "../shared/data/cifar10", "CIFAR-10 image folder.")
 flags.DEFINE_string("work_dir", "/tmp/keras_ssl_benchmark", "Model dirs of the runs.")
 flags.DEFINE_integer("seed", 0, "Seed of each run.")
-flags.DEFINE_list("seeds", None, "Seeds of the long-tail study (default: --seed).")
+flags.DEFINE_list("seeds", None, "Seeds to run (default: --seed); tables give mean ± std.")
 flags.DEFINE_integer("epochs", 0, "Override the protocol's epochs (0: keep; for smoke runs).")
 flags.DEFINE_boolean("write_readme", True, "Regenerate the README results table.")
 
@@ -66,26 +66,36 @@ def run_protocol():
     from experiments import presets
     from experiments.pretrain import pretrain
     path = os.path.join(RESULTS, "cpu_small.json")
-    results = _load(path)
+    results = _load_by_seed(path)
+    seeds = [int(seed) for seed in (FLAGS.seeds or [FLAGS.seed])]
     for method in FLAGS.methods:
         entry = presets.get("cifar10_cpu_small", method)
         config = dict(entry["flags"])
         if FLAGS.epochs:
             config["epochs"] = FLAGS.epochs
-        model_dir = os.path.join(FLAGS.work_dir, f"{method}_seed{FLAGS.seed}")
-        if os.path.exists(model_dir):
-            import shutil
-            shutil.rmtree(model_dir)  # a benchmark times a fresh run, never a resume
-        result = pretrain(method=method, data=FLAGS.data, seed=FLAGS.seed,
-                          model_dir=model_dir, verbose=2, method_kwargs=entry["method"],
-                          view_kwargs=entry["views"], **config)
-        print(json.dumps(result), flush=True)
-        if not FLAGS.epochs:
-            # Re-read first: another benchmark process may have added its method.
-            results = {**_load(path), method: result}
-            _save(path, results)
+        for seed in seeds:
+            model_dir = os.path.join(FLAGS.work_dir, f"{method}_seed{seed}")
+            if os.path.exists(model_dir):
+                import shutil
+                shutil.rmtree(model_dir)  # a benchmark times a fresh run, never a resume
+            result = pretrain(method=method, data=FLAGS.data, seed=seed,
+                              model_dir=model_dir, verbose=2, method_kwargs=entry["method"],
+                              view_kwargs=entry["views"], **config)
+            print(json.dumps(result), flush=True)
+            if not FLAGS.epochs:
+                # Re-read first: another benchmark process may have added its rows.
+                results = _load_by_seed(path)
+                results.setdefault(method, {})[str(seed)] = result
+                _save(path, results)
     if FLAGS.write_readme and not FLAGS.epochs:
         write_readme_table(results)
+
+
+def _load_by_seed(path):
+    """cpu_small.json as {method: {seed: result}} (older files held seed 0 only)."""
+    results = _load(path)
+    return {method: ({"0": runs} if "knn_top1" in runs else runs)
+            for method, runs in results.items()}
 
 
 def longtail_config(balanced_flags):
@@ -243,13 +253,20 @@ def run_evaluation():
 
 
 def write_readme_table(results):
-    lines = ["| method | kNN top-1 | lightly kNN top-1 | train seconds | train images/s "
-             "| lightly images/s |", "| --- | --- | --- | --- | --- | --- |"]
+    """The protocol table: seed 0's run, and the mean ± std when more seeds ran."""
+    import numpy as np
+    lines = ["| method | kNN top-1 | seeds: mean ± std | lightly kNN top-1 "
+             "| train seconds | train images/s | lightly images/s |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for method in sorted(results):
-        r = results[method]
+        runs = results[method]
+        r = runs.get("0") or runs[min(runs, key=int)]
+        top1 = 100 * np.array([run["knn_top1"] for run in runs.values()])
+        spread = (f"{top1.mean():.1f}% ± {top1.std(ddof=1):.1f} ({len(top1)})"
+                  if len(top1) > 1 else "one seed")
         peer_acc, peer_speed = LIGHTLY.get(method, (None, None))
         lines.append(
-            f"| {method} | {100 * r['knn_top1']:.1f}% | "
+            f"| {method} | {100 * r['knn_top1']:.1f}% | {spread} | "
             f"{'%.1f%%' % (100 * peer_acc) if peer_acc else 'n/a'} | "
             f"{r['train_seconds']:.0f} | {r['train_images_per_s']:.0f} | "
             f"{peer_speed or 'n/a'} |")
