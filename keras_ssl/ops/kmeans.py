@@ -106,10 +106,13 @@ def assign(features, centroids, spherical):
 
 def update(features, assignments, previous, spherical):
     """Means of the members; an empty cluster keeps its previous centroid."""
-    num_clusters = previous.shape[0]
-    members = tf.one_hot(assignments, num_clusters, dtype=features.dtype)  # [N, K]
-    sums = tf.matmul(members, features, transpose_a=True)  # [K, D]
-    counts = tf.reduce_sum(members, axis=0)[:, None]
+    # Segment sums, not a one-hot [N, K] matmul: memory stays O(K * D), which
+    # matters for a whole memory bank (1.28M rows x 10,000 clusters would be a
+    # 51 GB one-hot), and the gradient still reaches every member row.
+    num_clusters = tf.shape(previous)[0]
+    sums = tf.math.unsorted_segment_sum(features, assignments, num_clusters)  # [K, D]
+    counts = tf.math.unsorted_segment_sum(
+        tf.ones_like(features[:, :1]), assignments, num_clusters)  # [K, 1]
     means = sums / tf.maximum(counts, 1.0)
     if spherical:
         means = tf.math.l2_normalize(means, axis=1)
