@@ -116,7 +116,7 @@ def test_every_factory_takes_the_blur_switch(name):
 
 
 def test_get_recipe_unknown_name():
-    assert set(recipes.RECIPES) == {"simclr", "moco_v2", "npid", "byol", "multi_crop"}
+    assert set(recipes.RECIPES) == {"simclr", "moco_v2", "npid", "byol", "multi_crop", "msf"}
     with pytest.raises(ValueError, match="Unknown view recipe"):
         augment.get_recipe("dino")
 
