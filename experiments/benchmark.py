@@ -158,8 +158,8 @@ def write_longtail_table(results):
     for method in sorted(results):
         runs = [results[method][seed] for seed in sorted(results[method], key=int)]
         top1 = 100 * np.array([r["knn_top1"] for r in runs])
-        std = top1.std(ddof=1) if len(top1) > 1 else 0.0
-        lines.append(f"| {method} | {len(runs)} | {top1.mean():.1f}% ± {std:.1f} | "
+        spread = f" ± {top1.std(ddof=1):.1f}" if len(top1) > 1 else " (one seed)"
+        lines.append(f"| {method} | {len(runs)} | {top1.mean():.1f}%{spread} | "
                      f"{runs[0]['epochs']} | "
                      f"{np.mean([r['train_seconds'] for r in runs]):.0f} |")
     _replace_between(LONGTAIL_START, LONGTAIL_END, lines)

@@ -188,8 +188,8 @@ def measure_kernels(repeats=5):
     results["machine"] = dict(
         cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
         tensorflow=tf.__version__, numpy=np.__version__,
-        note="2-core CPU shared with other jobs (1-minute load average %.1f at the end); "
-             "medians of %d calls after warm-up" % (os.getloadavg()[0], repeats))
+        note="%d-core CPU, 1-minute load average %.1f at the end (the kernel runs add about 1); "
+             "medians of %d calls after warm-up" % (os.cpu_count(), os.getloadavg()[0], repeats))
     return results
 
 
