@@ -144,6 +144,8 @@ def run_longtail():
                 raise ValueError(f"the long-tail subset has {result['train_images']} "
                                  f"images, expected {expected_images}; is --data CIFAR-10?")
             if not FLAGS.epochs:
+                # Re-read first: another benchmark process may have added its runs.
+                results = _load(path)
                 results.setdefault(method, {})[str(seed)] = result
                 _save(path, results)
     if FLAGS.write_readme and not FLAGS.epochs:
