@@ -33,7 +33,8 @@ class CMSF(MSF):
       as in the official code) and are refreshed by k-means (`kmeans`,
       k-means++ start, `cluster_iters` Lloyd steps) over the pool of latest
       embeddings every `cluster_every_steps` steps (set it to the epoch
-      length: the official code clusters after every epoch), or whenever
+      length, which train.py does by default: the official code clusters
+      after every epoch), or whenever
       `recluster()` or `set_pseudo_labels()` is called.
 
     Left out: the semi-supervised CMSF (`semi_supervised/train_pseudo_cmsf.py`,
@@ -50,7 +51,9 @@ class CMSF(MSF):
             script's default is 10).
         num_clusters: k-means clusters of the KM variant (50,000 for ImageNet).
         cluster_every_steps: steps between k-means refreshes (0: never; then
-            call `recluster()` yourself).
+            call `recluster()` yourself; None: once per epoch, as the official
+            code re-clusters every epoch, when `steps_per_epoch` is given).
+        steps_per_epoch: optimizer steps per epoch (train.py passes it).
         cluster_iters: Lloyd iterations (20, as the official faiss call).
         **kwargs: MSF's (momentum, queue_size, topk, heads, ...).
 
@@ -81,8 +84,8 @@ class CMSF(MSF):
     log_names = MSF.log_names + ("constrained_similarity",)
 
     def __init__(self, encoder, *, num_examples, constraint="previous_epoch",
-                 constraint_topk=5, num_clusters=100, cluster_every_steps=0,
-                 cluster_iters=20, **kwargs):
+                 constraint_topk=5, num_clusters=100, cluster_every_steps=None,
+                 cluster_iters=20, steps_per_epoch=None, **kwargs):
         super().__init__(encoder, **kwargs)
         if constraint not in CONSTRAINTS:
             raise ValueError(f"constraint={constraint!r} is not one of {CONSTRAINTS}.")
@@ -92,6 +95,8 @@ class CMSF(MSF):
         self.constraint = constraint
         self.constraint_topk = constraint_topk
         self.num_clusters = num_clusters
+        if cluster_every_steps is None:
+            cluster_every_steps = steps_per_epoch or 0
         self.cluster_every_steps = cluster_every_steps
         self.cluster_iters = cluster_iters
         num_slots = 2 if constraint == "previous_epoch" else 1

@@ -195,3 +195,18 @@ def test_cmsf_previous_epoch_one_and_two_replicas_agree():
     for path in expected:
         np.testing.assert_allclose(actual[path], expected[path], rtol=1e-3, atol=2e-5,
                                    err_msg=path)
+
+
+def test_pseudo_label_cmsf_reclusters_once_per_epoch_under_train_py():
+    """pretrain hands the epoch length over; KM then re-clusters every epoch by default."""
+    from experiments.pretrain import _method_kwargs
+    kwargs = _method_kwargs("cmsf", {"constraint": "pseudo_label"}, num_examples=100,
+                            total_steps=50, steps_per_epoch=7)
+    assert kwargs["steps_per_epoch"] == 7
+    model = methods.get("cmsf", encoder=tiny_backbone(image_size=16, width=4), queue_size=12,
+                        **kwargs)
+    assert model.cluster_every_steps == 7
+    explicit = methods.get("cmsf", encoder=tiny_backbone(image_size=16, width=4),
+                           num_examples=100, queue_size=12,
+                           constraint="pseudo_label", cluster_every_steps=0, steps_per_epoch=7)
+    assert explicit.cluster_every_steps == 0
