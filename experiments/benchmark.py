@@ -64,7 +64,6 @@ LIGHTLY = {"simclr": (0.405, 137), "moco_v2": (0.374, 174), "byol": (0.298, 112)
 
 def run_protocol():
     from experiments import presets
-    from experiments.pretrain import pretrain
     path = os.path.join(RESULTS, "cpu_small.json")
     results = _load_by_seed(path)
     seeds = [int(seed) for seed in (FLAGS.seeds or [FLAGS.seed])]
@@ -74,21 +73,36 @@ def run_protocol():
         if FLAGS.epochs:
             config["epochs"] = FLAGS.epochs
         for seed in seeds:
-            model_dir = os.path.join(FLAGS.work_dir, f"{method}_seed{seed}")
-            if os.path.exists(model_dir):
-                import shutil
-                shutil.rmtree(model_dir)  # a benchmark times a fresh run, never a resume
-            result = pretrain(method=method, data=FLAGS.data, seed=seed,
-                              model_dir=model_dir, verbose=2, method_kwargs=entry["method"],
-                              view_kwargs=entry["views"], **config)
-            print(json.dumps(result), flush=True)
+            result = _fresh_run(method, entry, config, seed, f"{method}_seed{seed}")
             if not FLAGS.epochs:
-                # Re-read first: another benchmark process may have added its rows.
-                results = _load_by_seed(path)
-                results.setdefault(method, {})[str(seed)] = result
-                _save(path, results)
+                results = _record(path, method, seed, result, _load_by_seed)
     if FLAGS.write_readme and not FLAGS.epochs:
         write_readme_table(results)
+
+
+def _fresh_run(method, entry, config, seed, run_name):
+    """One preset run from scratch in work_dir/run_name; prints and returns its result."""
+    import shutil
+    from experiments.pretrain import pretrain
+    model_dir = os.path.join(FLAGS.work_dir, run_name)
+    if os.path.exists(model_dir):
+        shutil.rmtree(model_dir)  # a benchmark times a fresh run, never a resume
+    result = pretrain(method=method, data=FLAGS.data, seed=seed, model_dir=model_dir,
+                      verbose=2, method_kwargs=entry["method"],
+                      view_kwargs=entry["views"], **config)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def _record(path, method, seed, result, load):
+    """Adds one seed's result to a {method: {seed: result}} file; returns the file's content.
+
+    Re-reads first: another benchmark process may have added its runs.
+    """
+    results = load(path)
+    results.setdefault(method, {})[str(seed)] = result
+    _save(path, results)
+    return results
 
 
 def _load_by_seed(path):
@@ -121,7 +135,6 @@ def longtail_config(balanced_flags):
 
 def run_longtail():
     from experiments import presets
-    from experiments.pretrain import pretrain
     path = os.path.join(RESULTS, "longtail.json")
     results = _load(path)
     seeds = [int(seed) for seed in (FLAGS.seeds or [FLAGS.seed])]
@@ -131,23 +144,13 @@ def run_longtail():
         if FLAGS.epochs:
             config["epochs"] = FLAGS.epochs
         for seed in seeds:
-            model_dir = os.path.join(FLAGS.work_dir, f"longtail_{method}_seed{seed}")
-            if os.path.exists(model_dir):
-                import shutil
-                shutil.rmtree(model_dir)  # a fresh run, never a resume
-            result = pretrain(method=method, data=FLAGS.data, seed=seed,
-                              model_dir=model_dir, verbose=2,
-                              method_kwargs=entry["method"], view_kwargs=entry["views"],
-                              **config)
-            print(json.dumps(result), flush=True)
+            result = _fresh_run(method, entry, config, seed,
+                                f"longtail_{method}_seed{seed}")
             if result["train_images"] != expected_images:
                 raise ValueError(f"the long-tail subset has {result['train_images']} "
                                  f"images, expected {expected_images}; is --data CIFAR-10?")
             if not FLAGS.epochs:
-                # Re-read first: another benchmark process may have added its runs.
-                results = _load(path)
-                results.setdefault(method, {})[str(seed)] = result
-                _save(path, results)
+                results = _record(path, method, seed, result, _load)
     if FLAGS.write_readme and not FLAGS.epochs:
         write_longtail_table(results)
 
