@@ -242,11 +242,11 @@ def _dissolve(bank, assignments, centroids, small, min_cluster_size):
     num_emptied = tf.reduce_sum(tf.cast(small, tf.int32))
 
     def refill(j, assignments, centroids):
-        empty_id = emptied[j]
+        empty_id = tf.gather(emptied, j)
         sizes = cluster_sizes(assignments, num_clusters)
         largest = tf.argmax(sizes, output_type=tf.int32)
         members = tf.equal(assignments, largest)
-        moved = _split_in_two(bank, members, sizes[largest], min_cluster_size)
+        moved = _split_in_two(bank, members, tf.gather(sizes, largest), min_cluster_size)
         assignments = tf.where(moved, empty_id, assignments)
         kept = members & ~moved
         centroids = tf.tensor_scatter_nd_update(
@@ -266,9 +266,9 @@ def _mean(bank, rows):
 
 def _split_in_two(bank, members, size, min_cluster_size):
     """Boolean [N]: the members that form the second half of a 2-means split."""
-    first = bank[tf.argmax(tf.cast(members, tf.int32), output_type=tf.int32)]
+    first = tf.gather(bank, tf.argmax(tf.cast(members, tf.int32), output_type=tf.int32))
     spread = tf.where(members, tf.reduce_sum(tf.square(bank - first), axis=1), -1.0)
-    centre_a, centre_b = first, bank[tf.argmax(spread, output_type=tf.int32)]
+    centre_a, centre_b = first, tf.gather(bank, tf.argmax(spread, output_type=tf.int32))
 
     def side_b(centre_a, centre_b):
         # Closer to b than to a: x.(b - a) > (|b|^2 - |a|^2) / 2.
