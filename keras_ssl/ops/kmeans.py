@@ -95,8 +95,31 @@ def _kmeans(features, num_clusters, num_iters, init, spherical, seed):
     return assignments, update(x, assignments, tf.stop_gradient(centroids), spherical)
 
 
-def assign(features, centroids, spherical):
-    """Index of the nearest centroid of every row (float32 inputs)."""
+# Largest [rows, K] score block `assign` materialises at once (128 MB of
+# float32): a whole memory bank (InterCLR's initial clustering: 1.28M rows x
+# 10,000 clusters, 51 GB of scores) is assigned block by block instead.
+MAX_SCORES = 1 << 25
+
+
+def assign(features, centroids, spherical, max_scores=MAX_SCORES):
+    """Index of the nearest centroid of every row (float32 inputs).
+
+    Rows are scored against all centroids in blocks of at most `max_scores`
+    scores, so memory stays bounded for any number of rows.
+    """
+    num_rows, num_clusters = features.shape[0], centroids.shape[0]
+    block = max(1, max_scores // max(num_clusters or 1, 1))
+    if num_rows is None or num_rows <= block:
+        return _nearest(features, centroids, spherical)
+    num_blocks = -(-num_rows // block)
+    padded = tf.pad(features, [[0, num_blocks * block - num_rows], [0, 0]])
+    blocks = tf.reshape(padded, [num_blocks, block, features.shape[1]])
+    nearest = tf.map_fn(lambda rows: _nearest(rows, centroids, spherical), blocks,
+                        fn_output_signature=tf.int32, parallel_iterations=1)
+    return tf.reshape(nearest, [-1])[:num_rows]
+
+
+def _nearest(features, centroids, spherical):
     scores = tf.matmul(features, centroids, transpose_b=True)  # [N, K]
     if not spherical:
         # argmin |x - c|^2 = argmax (x.c - |c|^2 / 2); |x|^2 is the same for all c.
@@ -144,13 +167,13 @@ def _kmeans_plus_plus(features, num_clusters, seed):
     num_rows = tf.shape(features)[0]
     first = _gumbel_argmax(tf.zeros([num_rows]), [seed, 0])
     centroids = tf.tensor_scatter_nd_update(
-        tf.zeros([num_clusters, tf.shape(features)[1]]), [[0]], features[first][None])
-    nearest = tf.reduce_sum(tf.square(features - features[first]), axis=1)
+        tf.zeros([num_clusters, tf.shape(features)[1]]), [[0]], tf.gather(features, [first]))
+    nearest = tf.reduce_sum(tf.square(features - tf.gather(features, first)), axis=1)
 
     def body(k, centroids, nearest):
         # P(row) proportional to its squared distance to the nearest chosen centroid.
         row = _gumbel_argmax(tf.math.log(nearest), [seed, k])
-        chosen = features[row]
+        chosen = tf.gather(features, row)
         centroids = tf.tensor_scatter_nd_update(centroids, [[k]], chosen[None])
         distance = tf.reduce_sum(tf.square(features - chosen), axis=1)
         return k + 1, centroids, tf.minimum(nearest, distance)

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from keras_ssl.ops import kmeans
+from keras_ssl.ops.kmeans import assign
 
 
 def reference_kmeans(x, num_clusters, num_iters, spherical=False, centroids=None):
@@ -127,3 +128,20 @@ def test_rejects_bad_arguments():
         kmeans(tf.zeros([4, 2]), 2, 1, init="forgy")
     with pytest.raises(ValueError, match="num_iters"):
         kmeans(tf.zeros([4, 2]), 2, 0)
+
+
+@pytest.mark.parametrize("spherical", [False, True])
+def test_blockwise_assignment_equals_the_whole_score_matrix(spherical):
+    # 103 rows in blocks of 10 (the last one padded): the path a whole
+    # memory bank takes, here with a block small enough to test.
+    rng = np.random.default_rng(3)
+    features = tf.constant(rng.standard_normal((103, 5)), tf.float32)
+    centroids = tf.constant(rng.standard_normal((7, 5)), tf.float32)
+    whole = assign(features, centroids, spherical)
+    blockwise = tf.function(jit_compile=True)(
+        lambda f, c: assign(f, c, spherical, max_scores=70))(features, centroids)
+    np.testing.assert_array_equal(blockwise.numpy(), whole.numpy())
+    scores = features.numpy() @ centroids.numpy().T
+    if not spherical:
+        scores -= 0.5 * (centroids.numpy() ** 2).sum(1)
+    np.testing.assert_array_equal(whole.numpy(), scores.argmax(1))
