@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_ssl.backbones.input_size import accept_any_image_size, image_input
 from keras_ssl.backbones.resnet import resnet
 from keras_ssl.backbones.tiny import tiny_backbone
 
@@ -14,7 +15,7 @@ def available():
 
 
 def get(name, *, image_size=32, width_multiplier=1.0, cifar_stem=None,
-        synchronized_bn=False):
+        synchronized_bn=False, any_image_size=False):
     """Builds a backbone by name: images in [0, 1] -> pooled features.
 
     Args:
@@ -25,31 +26,39 @@ def get(name, *, image_size=32, width_multiplier=1.0, cifar_stem=None,
         width_multiplier: channel multiplier (ResNets and tiny only).
         cifar_stem: ResNet stem for small images; default: image_size <= 64.
         synchronized_bn: BatchNorm over the global batch (ResNets and tiny).
+        any_image_size: the model also accepts images of other sides (input
+            `[B, None, None, 3]`), as multi-crop methods need for their local
+            crops; `image_size` still picks the default stem. A `.keras` file
+            of the model keeps this (`accept_any_image_size` does not).
     """
     if name in _RESNETS:
         if cifar_stem is None:
             cifar_stem = image_size <= 64
         return resnet(_RESNETS[name], image_size=image_size, cifar_stem=cifar_stem,
                       width_multiplier=width_multiplier,
-                      synchronized_bn=synchronized_bn)
+                      synchronized_bn=synchronized_bn, any_image_size=any_image_size)
     if name == "tiny":
         return tiny_backbone(image_size=image_size,
                              width=max(1, int(round(8 * width_multiplier))),
-                             norm="sync_batch" if synchronized_bn else "batch")
+                             norm="sync_batch" if synchronized_bn else "batch",
+                             any_image_size=any_image_size)
     if name.startswith("keras:"):
-        return _keras_application(name[len("keras:"):], image_size)
+        return _keras_application(name[len("keras:"):], image_size, any_image_size)
     raise ValueError(
         f"Unknown backbone {name!r}; valid: {', '.join(available())}.")
 
 
-def _keras_application(app_name, image_size):
+def _keras_application(app_name, image_size, any_image_size=False):
     application = getattr(keras.applications, app_name, None)
     if application is None or not callable(application):
         raise ValueError(f"keras.applications has no model named {app_name!r}.")
-    images = keras.Input((image_size, image_size, 3), name="images")
+    images = image_input(image_size, any_image_size=any_image_size)
     # keras.applications models expect their own input scaling (most take
     # [0, 255] and normalise inside); ours are in [0, 1].
+    # The application checks its own input too, so it gets the same shape as
+    # ours (with None sides it skips its minimum-size check; an image too
+    # small for it then fails when it arrives).
     trunk = application(include_top=False, weights=None, pooling="avg",
-                        input_shape=(image_size, image_size, 3))
+                        input_shape=tuple(images.shape[1:]))
     features = trunk(keras.layers.Rescaling(255.0)(images))
     return keras.Model(images, features, name=app_name.lower())

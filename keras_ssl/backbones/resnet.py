@@ -8,6 +8,8 @@ multiplier scales every convolution, so `width_multiplier=0.25` gives a stem of
 
 import keras
 
+from keras_ssl.backbones.input_size import image_input
+
 _BLOCKS = {
     "resnet18": ("basic", (2, 2, 2, 2)),
     "resnet34": ("basic", (3, 4, 6, 3)),
@@ -81,6 +83,7 @@ def resnet(
     cifar_stem=True,
     width_multiplier=1.0,
     synchronized_bn=False,
+    any_image_size=False,
     name=None,
 ):
     """Builds a ResNet that maps float images in [0, 1] to pooled features.
@@ -94,11 +97,15 @@ def resnet(
         width_multiplier: scales every convolution's channels (64 -> 16 at 0.25).
         synchronized_bn: BatchNorm statistics over the global batch (all
             replicas) instead of each replica's own.
+        any_image_size: declare the input as `[batch, None, None, 3]`, so
+            images of other sizes (multi-crop's local crops) are accepted too.
+            No variable depends on the spatial size, so the weights are the same.
         name: model name; defaults to `resnet{depth}`.
 
     Returns:
-        A `keras.Model` from `[batch, image_size, image_size, 3]` to
-        `[batch, features]` (512 * width for ResNet-18/34, 2048 * width for 50).
+        A `keras.Model` from `[batch, image_size, image_size, 3]` (any side
+        with `any_image_size`) to `[batch, features]` (512 * width for
+        ResNet-18/34, 2048 * width for 50).
 
     Example:
     >>> model = resnet(18, width_multiplier=0.25)
@@ -112,7 +119,7 @@ def resnet(
     block = _basic_block if kind == "basic" else _bottleneck_block
     stem_width = max(1, int(round(64 * width_multiplier)))
 
-    images = keras.Input((image_size, image_size, 3), name="images")
+    images = image_input(image_size, any_image_size=any_image_size)
     # Inputs are in [0, 1]; per-channel standardisation with ImageNet
     # statistics is what every reference recipe does.
     x = keras.layers.Normalization(

@@ -2,8 +2,11 @@
 
 import keras
 
+from keras_ssl.backbones.input_size import image_input
 
-def tiny_backbone(*, image_size=32, width=8, norm="batch", name="tiny"):
+
+def tiny_backbone(*, image_size=32, width=8, norm="batch", name="tiny",
+                  any_image_size=False):
     """Builds a two-block CNN from `[B, S, S, 3]` images in [0, 1] to `[B, 2*width]`.
 
     Args:
@@ -12,6 +15,8 @@ def tiny_backbone(*, image_size=32, width=8, norm="batch", name="tiny"):
         norm: "batch", "sync_batch" (statistics over all replicas, so 1 and 2
             replicas compute the same function) or "none".
         name: model name.
+        any_image_size: declare the input as `[B, None, None, 3]`, so crops of
+            other sizes (multi-crop's local crops) are accepted too.
 
     Example:
     >>> tiny_backbone(width=4).output_shape
@@ -19,7 +24,7 @@ def tiny_backbone(*, image_size=32, width=8, norm="batch", name="tiny"):
     """
     if norm not in ("batch", "sync_batch", "none"):
         raise ValueError(f"norm must be batch, sync_batch or none; got {norm!r}.")
-    images = keras.Input((image_size, image_size, 3), name="images")
+    images = image_input(image_size, any_image_size=any_image_size)
     x = images
     for index, (filters, strides) in enumerate(((width, 1), (2 * width, 2))):
         x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same",

@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from keras_ssl import distribute
+from keras_ssl.backbones import accept_any_image_size
 
 
 class ViewOutputs(NamedTuple):
@@ -37,16 +38,23 @@ class Method(keras.Model):
             `objective(outputs, training=...) -> (weighted_loss, logs)`.
 
     Subclasses set `recipe_name` (the view recipe the data pipeline must
-    build) and `log_names` (extra scalars they return from
-    `compute_loss_terms`). Batches are dicts with "views" (tuple of image
+    build), `log_names` (extra scalars they return from
+    `compute_loss_terms`) and `mixed_image_sizes` (True when their views
+    come in several sizes). Batches are dicts with "views" (tuple of image
     tensors) and "index" (dataset indices).
     """
 
     recipe_name = None
     log_names = ()
+    # Multi-crop views have two sizes, and one encoder sees both. Builders
+    # make such an encoder with `backbones.get(..., any_image_size=True)`; an
+    # encoder built for one size is relaxed here, so a user's works as well.
+    mixed_image_sizes = False
 
     def __init__(self, encoder, *, objectives=(), **kwargs):
         super().__init__(**kwargs)
+        if self.mixed_image_sizes:
+            encoder = accept_any_image_size(encoder)
         self.encoder = encoder
         self.objectives = list(objectives)
         self.feature_dim = int(encoder.output_shape[-1])

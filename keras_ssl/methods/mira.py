@@ -27,8 +27,9 @@ Deviations, and why:
   `optimizer.iterations` (one trace serves every step), not a Python float.
 - The pseudo-labels come from the gathered global batch (an XLA kernel)
   instead of all-reducing column sums inside the loop (DESIGN.md).
-- Local crops go through the model built for the global size (see
-  `swav.accept_any_image_size`).
+- Local crops go through the same encoder as global ones, which therefore
+  accepts any image size (`mixed_image_sizes`; see
+  `keras_ssl.backbones.accept_any_image_size`).
 """
 
 import math
@@ -40,7 +41,6 @@ from keras_ssl.layers import Prototypes, mlp_head
 from keras_ssl.losses import swapped_prediction_loss
 from keras_ssl.methods.base import ViewOutputs
 from keras_ssl.methods.momentum import MomentumMethod
-from keras_ssl.methods.swav import accept_any_image_size
 from keras_ssl.ops import mira_assign
 
 
@@ -75,13 +75,14 @@ class MIRA(MomentumMethod):
 
     recipe_name = "multi_crop"
     log_names = ("momentum", "beta")
+    mixed_image_sizes = True
 
     def __init__(self, encoder, *, projection_hidden_dim=2048, projection_dim=256,
                  num_prototypes=3000, student_temperature=0.1, teacher_temperature=0.225,
                  beta_initial=0.75, beta_final=2.0 / 3.0, num_iters=30,
                  base_momentum=0.99, final_momentum=1.0, total_steps=None,
                  freeze_prototypes_steps=312, synchronized_bn=True, **kwargs):
-        super().__init__(accept_any_image_size(encoder), base_momentum=base_momentum,
+        super().__init__(encoder, base_momentum=base_momentum,
                          final_momentum=final_momentum, total_steps=total_steps, **kwargs)
         for beta in (beta_initial, beta_final):
             if not 0.0 <= beta < 1.0:

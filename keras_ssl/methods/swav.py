@@ -27,12 +27,11 @@ Deviations from the official code, and why:
   `queue_start_steps` on and used once full.
 - Sinkhorn runs on the gathered scores (an XLA kernel, `keras_ssl.ops.sinkhorn`)
   instead of all-reducing inside its loop (DESIGN.md: no collectives in XLA).
-- The model is built for one image size; multi-crop feeds it smaller local
-  crops, so its input check is relaxed to any square size (see
-  `accept_any_image_size`).
+- Local crops are smaller than global ones and go through the same encoder,
+  which therefore accepts any image size (`mixed_image_sizes`; see
+  `keras_ssl.backbones.accept_any_image_size`).
 """
 
-import keras
 import tensorflow as tf
 
 from keras_ssl import distribute
@@ -40,18 +39,6 @@ from keras_ssl.layers import Prototypes, Queue, mlp_head
 from keras_ssl.losses import swapped_prediction_loss
 from keras_ssl.methods.base import Method, ViewOutputs
 from keras_ssl.ops import sinkhorn
-
-
-def accept_any_image_size(encoder):
-    """Lets a functional encoder built for one size run on crops of another size.
-
-    Backbones are built with a fixed `Input`; their layers (convolutions,
-    global pooling) do not care about the spatial size, only Keras' input
-    check does. Multi-crop needs the 16-px (96-px) local crops to go through
-    the 32-px (224-px) model, so the check is relaxed to 4-D RGB batches.
-    """
-    encoder.input_spec = keras.InputSpec(ndim=4, axes={-1: 3})
-    return encoder
 
 
 class SwAV(Method):
@@ -94,12 +81,13 @@ class SwAV(Method):
 
     recipe_name = "multi_crop"
     log_names = ("queue_in_use",)
+    mixed_image_sizes = True
 
     def __init__(self, encoder, *, projection_hidden_dim=2048, projection_dim=128,
                  num_prototypes=3000, temperature=0.1, sinkhorn_epsilon=0.05,
                  sinkhorn_iters=3, num_assign_views=2, freeze_prototypes_steps=313,
                  queue_length=0, queue_start_steps=0, synchronized_bn=True, **kwargs):
-        super().__init__(accept_any_image_size(encoder), **kwargs)
+        super().__init__(encoder, **kwargs)
         self.temperature = temperature
         self.sinkhorn_epsilon = sinkhorn_epsilon
         self.sinkhorn_iters = sinkhorn_iters
