@@ -117,13 +117,25 @@ def make_views(method, *, image_size, blur, view_kwargs=None):
                               **{size_key: image_size, **(view_kwargs or {})})
 
 
+def make_backbone(method, backbone, *, image_size, width_multiplier):
+    """The encoder a run of `method` trains (and evaluate.py/export.py rebuild).
+
+    Methods whose views come in several sizes (multi-crop: SwAV, MIRA) get a
+    backbone built to accept any image size, rather than one relaxed after the
+    fact, so the exported `encoder.keras` accepts any size too.
+    """
+    return backbones.get(backbone, image_size=image_size,
+                         width_multiplier=width_multiplier,
+                         any_image_size=methods.METHODS[method].mixed_image_sizes)
+
+
 def build_method(strategy, *, method, backbone, image_size, width_multiplier,
                  method_kwargs, num_examples, total_steps, optimizer, learning_rate,
                  weight_decay, warmup_steps, steps_per_epoch=None, mixed_precision=False,
                  jit_compile=False):
     """The compiled method with a built optimizer, every variable under `strategy`."""
     with strategy.scope():
-        encoder = backbones.get(backbone, image_size=image_size,
+        encoder = make_backbone(method, backbone, image_size=image_size,
                                 width_multiplier=width_multiplier)
         model = methods.get(method, encoder=encoder, **_method_kwargs(
             method, method_kwargs or {}, num_examples=num_examples,

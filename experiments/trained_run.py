@@ -74,11 +74,12 @@ def restore_encoder(path):
     """
     import tensorflow as tf
 
-    from keras_ssl import backbones
+    from experiments.pretrain import make_backbone
 
     model_dir, prefix = _model_dir_and_checkpoint(path)
     config = load_run_config(model_dir)
-    encoder = backbones.get(config["backbone"], image_size=config["image_size"],
+    encoder = make_backbone(config["method"], config["backbone"],
+                            image_size=config["image_size"],
                             width_multiplier=config["width_multiplier"])
     # The same object path as EpochCheckpoint's tf.train.Checkpoint(model=method).
     root = tf.train.Checkpoint(model=tf.train.Checkpoint(encoder=encoder))

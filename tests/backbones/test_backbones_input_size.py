@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from experiments.pretrain import make_backbone
 from keras_ssl import backbones, methods
 from keras_ssl.backbones import input_size
 
@@ -69,6 +70,14 @@ def test_multi_crop_methods_relax_a_user_encoder():
     methods.get("simclr", encoder=single_size, projection_dim=8)
     with pytest.raises(ValueError, match="incompatible"):
         single_size(_crops(16))
+
+
+@pytest.mark.parametrize("method, takes_any_size", [("swav", True), ("mira", True),
+                                                    ("simclr", False)])
+def test_pretrain_builds_multi_crop_backbones_for_any_size(method, takes_any_size):
+    encoder = make_backbone(method, "tiny", image_size=32, width_multiplier=0.5)
+    assert encoder.input_shape == ((None, None, None, 3) if takes_any_size
+                                   else (None, 32, 32, 3))
 
 
 def test_docstring_examples():
