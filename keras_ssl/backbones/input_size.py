@@ -27,9 +27,12 @@ def accept_any_image_size(encoder):
     """Lets an encoder built for one image size run on images of another size.
 
     For encoders built without `any_image_size=True` (by the user, or before
-    the option existed): the encoder's input check is relaxed to 4-D batches
-    with the same channels. Encoders that already take any size are left as
-    they are.
+    the option existed): the input check of the encoder, and of every model
+    nested in it with a 4-D input, is relaxed to 4-D batches with the same
+    channels. Nested models check their own inputs when the outer model runs
+    (the `keras:<Application>` backbones wrap the application in an outer
+    model), and their sides shrink with the crop too. Models that already
+    take any size are left as they are.
 
     The change is made in place (the weights stay the encoder's) and is not
     saved: a `.keras` file of the encoder reloads with the size it was built
@@ -47,11 +50,20 @@ def accept_any_image_size(encoder):
     >>> tuple(encoder(keras.ops.zeros((2, 16, 16, 3))).shape)
     (2, 8)
     """
-    shape = _image_input_shape(encoder)
-    if shape is not None and (shape[1] is not None or shape[2] is not None):
-        axes = {} if shape[-1] is None else {-1: shape[-1]}
-        encoder.input_spec = keras.InputSpec(ndim=4, axes=axes)
+    for model in _models_within(encoder):
+        shape = _image_input_shape(model)
+        if shape is not None and (shape[1] is not None or shape[2] is not None):
+            axes = {} if shape[-1] is None else {-1: shape[-1]}
+            model.input_spec = keras.InputSpec(ndim=4, axes=axes)
     return encoder
+
+
+def _models_within(model):
+    """`model` and every `keras.Model` nested in it, outermost first."""
+    yield model
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, keras.Model):
+            yield from _models_within(layer)
 
 
 def _image_input_shape(model):

@@ -61,6 +61,12 @@ def test_accept_any_image_size_relaxes_an_encoder_built_for_one_size():
     assert spec.shape == (None, None, None, 3)
 
 
+def test_accept_any_image_size_relaxes_nested_models_too():
+    # keras:<App> nests the application, which checks its own input.
+    encoder = backbones.accept_any_image_size(_build("keras:MobileNetV3Small"))
+    assert encoder(_crops(16)).shape == (2, encoder.output_shape[-1])
+
+
 def test_multi_crop_methods_relax_a_user_encoder():
     encoder = backbones.tiny_backbone(image_size=32, width=4)
     model = methods.get("swav", encoder=encoder, projection_hidden_dim=16,
