@@ -151,7 +151,7 @@ def build_method(strategy, *, method, backbone, image_size, width_multiplier,
 
 
 def _adapt_to_multi_worker(model, strategy):
-    """Works around three failures of Keras 3 `fit` under MultiWorkerMirroredStrategy.
+    """Works around two failures of Keras 3 `fit` under MultiWorkerMirroredStrategy.
 
     Single-process strategies are left alone. Across workers:
 
@@ -165,11 +165,9 @@ def _adapt_to_multi_worker(model, strategy):
        axis=0)`, which fails on scalars ("Invalid reduction dimension 0 for
        input with 0 dimensions", tensorflow/tensorflow#72388). Returning each
        log as a 1-element vector makes that the mean over replicas, a scalar.
-    3. With one device per worker, `ReplicaContext.all_gather` of a tensor
-       that comes straight from the input iterator (MoCo's images, NPID's
-       indices) fails with "destinations can not be empty": the tensor has
-       no device. An identity inside the step places it on the replica's
-       device.
+
+    (Gathering input tensors that have no device across workers is handled
+    where the gather is, in `keras_ssl.distribute.all_gather`.)
     """
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return
@@ -180,7 +178,7 @@ def _adapt_to_multi_worker(model, strategy):
     train_step = model.train_step
 
     def multi_worker_train_step(data):
-        logs = train_step(tf.nest.map_structure(tf.identity, data))
+        logs = train_step(data)
         return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
     model.train_step = multi_worker_train_step

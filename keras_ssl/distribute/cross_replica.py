@@ -50,7 +50,12 @@ def all_gather(tensor):
     # BatchNorm's all-reduces. (Aborts such as "Shape mismatch in the
     # collective instance 100" came from a second MirroredStrategy in the
     # process reusing the first one's keys; see make_strategy.)
-    return context.all_gather(tensor, axis=0)
+    # The identity places the tensor on this replica's device. Under
+    # MultiWorkerMirroredStrategy with one device per worker, a tensor that
+    # comes straight from the input iterator (MoCo's images for shuffled BN,
+    # NPID's indices) has no device, and gathering it fails with
+    # "destinations can not be empty". Elsewhere it costs nothing.
+    return context.all_gather(tf.identity(tensor), axis=0)
 
 
 def all_reduce_sum(tensor):
