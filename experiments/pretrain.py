@@ -291,6 +291,3 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
         "saved_model": saved_model,
     }
 
-
-def _steps_per_epoch(train, global_batch_size):
-    return ssl_data.steps_per_epoch(train, global_batch_size)
