@@ -9,6 +9,7 @@ from keras_ssl.augment.blur import gaussian_blur
 from keras_ssl.augment.color import color_jitter
 from keras_ssl.augment.color import random_grayscale
 from keras_ssl.augment.color import solarize
+from keras_ssl.augment.erasing import random_erasing
 from keras_ssl.augment.geometry import random_flip
 from keras_ssl.augment.geometry import random_resized_crop
 from keras_ssl.augment.recipes import RECIPES
