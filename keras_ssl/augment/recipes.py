@@ -74,11 +74,22 @@ def moco_v2_views(
     blur_probability=0.5,
     blur_sigma=(0.1, 2.0),
     num_views=2,
+    erasing_probability=0.0,
+    erasing_value=0.0,
 ):
     """MoCo v2 ("aug+"): crop (0.2, 1), jitter 0.4/0.4/0.4/0.1, gray, blur, flip.
 
+    ``erasing_probability`` appends torchvision's `RandomErasing` (default
+    area 0.02-0.33, height/width 0.3-3.3) to every view, after the colour ops;
+    CLD's MoCo CIFAR recipe (``--aug-plus --erasing``) uses p=1 with the
+    erased pixels at the CIFAR-10 normalisation mean, which is 0 after its
+    ``Normalize``: ``erasing_value=(0.4914, 0.4822, 0.4465)`` here, where
+    views are in ``[0, 1]``. Off by default, as in MoCo v2.
+
     Reference: Chen et al., "Improved Baselines with Momentum Contrastive
-    Learning" (arXiv 2003.04297); facebookresearch/moco `main_moco.py --aug-plus`.
+    Learning" (arXiv 2003.04297); facebookresearch/moco `main_moco.py --aug-plus`;
+    for erasing, Wang et al., CLD (CVPR 2021), frank-xwang/CLD-UnsupervisedLearning
+    `datasets/dataloader.py`.
     """
     view = ViewConfig(
         size=image_size,
@@ -89,6 +100,8 @@ def moco_v2_views(
         grayscale_probability=grayscale_probability,
         blur_probability=blur_probability if blur else 0.0,
         blur_sigma=blur_sigma,
+        erasing_probability=erasing_probability,
+        erasing_value=erasing_value,
     )
     return ViewRecipe((view,) * num_views)
 

@@ -7,7 +7,8 @@ views a method asks the input pipeline for. Both apply to whole batches inside
 
 Reference: the composition follows SimCLR (Chen et al., ICML 2020, appendix A)
 and BYOL (Grill et al., NeurIPS 2020, table 6): crop, flip, colour jitter,
-grayscale, blur, solarize.
+grayscale, blur, solarize; random erasing (Zhong et al., AAAI 2020) comes last,
+after every colour op, as in CLD's MoCo CIFAR recipe.
 """
 
 import dataclasses
@@ -17,12 +18,15 @@ import tensorflow as tf
 from keras_ssl.augment import blur as blur_lib
 from keras_ssl.augment import color
 from keras_ssl.augment import common
+from keras_ssl.augment import erasing
 from keras_ssl.augment import geometry
 
 # Fixed slots in the per-view seed split, so that switching one op off (say the
 # blur on the CPU protocol) does not change the random numbers of the others.
-# The flip draws from the crop's seed: it is fused into the crop.
-_CROP, _JITTER, _GRAY, _BLUR, _SOLARIZE = range(5)
+# The flip draws from the crop's seed: it is fused into the crop. Slots are only
+# ever appended: `stateless_split` with one more slot keeps the first ones, so
+# views without erasing are the same numbers as before the slot existed.
+_CROP, _JITTER, _GRAY, _BLUR, _SOLARIZE, _ERASE = range(6)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +44,13 @@ class ViewConfig:
         blur_probability: chance of a Gaussian blur.
         blur_sigma: ``(min, max)`` blur standard deviation in pixels.
         solarize_probability: chance of solarizing (threshold 0.5).
+        erasing_probability: chance of erasing a random rectangle
+            (`erasing.random_erasing`, torchvision's `RandomErasing`).
+        erasing_scale: ``(min, max)`` area fraction of the erased rectangle.
+        erasing_ratio: ``(min, max)`` height / width of the erased rectangle.
+        erasing_value: the erased pixels' colour in ``[0, 1]``, a number or
+            ``(r, g, b)``. torchvision erases after ``Normalize``, so its 0
+            is the normalisation mean: pass that mean to reproduce it.
 
     Example:
 
@@ -58,16 +69,25 @@ class ViewConfig:
     blur_probability: float = 0.0
     blur_sigma: tuple = (0.1, 2.0)
     solarize_probability: float = 0.0
+    erasing_probability: float = 0.0
+    erasing_scale: tuple = (0.02, 0.33)
+    erasing_ratio: tuple = (0.3, 3.3)
+    erasing_value: tuple = (0.0, 0.0, 0.0)
 
     def __post_init__(self):
         # Configs come back from JSON with lists; store tuples so that views
         # stay hashable and compare equal after a round trip.
-        for name in ("crop_scale", "crop_ratio", "jitter", "blur_sigma"):
+        if isinstance(self.erasing_value, (int, float)):
+            object.__setattr__(self, "erasing_value", (self.erasing_value,) * 3)
+        for name in ("crop_scale", "crop_ratio", "jitter", "blur_sigma", "erasing_scale",
+                     "erasing_ratio", "erasing_value"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         if len(self.jitter) != 4:
             raise ValueError(f"jitter needs 4 strengths, got {self.jitter}.")
         if self.size < 1:
             raise ValueError(f"size must be positive, got {self.size}.")
+        if len(self.erasing_value) != 3:
+            raise ValueError(f"erasing_value needs 1 or 3 numbers, got {self.erasing_value}.")
 
     def get_config(self):
         # Lists rather than tuples: what the config looks like after JSON.
@@ -91,7 +111,7 @@ class ViewConfig:
             float32 ``[num_copies * B, size, size, 3]`` in ``[0, 1]``; copy
             ``j`` of image ``b`` is row ``j * B + b``.
         """
-        seeds = common.split_seed(seed, 5)
+        seeds = common.split_seed(seed, 6)
         brightness, contrast, saturation, hue = self.jitter
         # The flip rides along with the crop (a mirrored box), saving a pass.
         views = geometry.random_resized_crop(
@@ -116,7 +136,15 @@ class ViewConfig:
         views = blur_lib.gaussian_blur(
             views, seeds[_BLUR], probability=self.blur_probability, sigma=self.blur_sigma
         )
-        return color.solarize(views, seeds[_SOLARIZE], probability=self.solarize_probability)
+        views = color.solarize(views, seeds[_SOLARIZE], probability=self.solarize_probability)
+        return erasing.random_erasing(
+            views,
+            seeds[_ERASE],
+            probability=self.erasing_probability,
+            scale=self.erasing_scale,
+            ratio=self.erasing_ratio,
+            value=self.erasing_value,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

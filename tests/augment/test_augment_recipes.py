@@ -1,5 +1,6 @@
 """View configs, recipes and the paper factories."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_ssl import augment
+from keras_ssl.augment import common
 from keras_ssl.augment import recipes
 from keras_ssl.augment.views import ViewConfig
 from keras_ssl.augment.views import ViewRecipe
@@ -106,6 +108,63 @@ def test_view_config_round_trip():
     assert restored == recipe
     with pytest.raises(ValueError):
         ViewConfig(size=32, jitter=(0.4, 0.4))
+
+
+def test_moco_views_with_erasing():
+    value = (0.4914, 0.4822, 0.4465)
+    plain = recipes.moco_v2_views(32, num_views=3)
+    erased = recipes.moco_v2_views(32, num_views=3, erasing_probability=1.0,
+                                   erasing_value=value)
+    assert all(v.erasing_probability == 0.0 for v in plain.views)
+    assert all(v.erasing_probability == 1.0 and v.erasing_value == value
+               for v in erased.views)
+    assert erased.views[0].erasing_scale == (0.02, 0.33)
+    assert erased.views[0].erasing_ratio == (0.3, 3.3)
+    images = _uint8_images(batch_size=8)
+    with_erasing = assert_modes_agree(erased, images, seed())
+    _check_views(with_erasing, 8, (32, 32, 32))
+    without = [np.asarray(v) for v in plain(images, seed())]
+    # Erasing draws from its own seed slot: outside one rectangle per view,
+    # the pixels are those of the same recipe without erasing.
+    for view_with, view_without in zip(with_erasing, without):
+        for after, before in zip(view_with, view_without):
+            changed = np.any(after != before, axis=-1)
+            rows = np.flatnonzero(changed.any(axis=1))
+            columns = np.flatnonzero(changed.any(axis=0))
+            assert rows.size and columns.size
+            box = after[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+            np.testing.assert_array_equal(box, np.broadcast_to(np.float32(value), box.shape))
+
+
+def test_views_without_erasing_keep_their_random_numbers():
+    # The erasing slot was appended to ViewConfig.apply's seed split. The
+    # views of every recipe without erasing must be those of the five-slot
+    # chain from before, or every benchmark's augmentations would change.
+    view = dataclasses.replace(recipes.moco_v2_views(32).views[0], solarize_probability=0.3)
+    images = _uint8_images()
+    crop_seed, jitter_seed, gray_seed, blur_seed, solarize_seed = common.split_seed(
+        tf.random.experimental.stateless_fold_in(seed(), 0), 5)
+    want = augment.random_resized_crop(
+        tf.cast(images, tf.float32) * (1.0 / 255.0), crop_seed, size=32, scale=view.crop_scale,
+        ratio=view.crop_ratio, flip_probability=0.5)
+    want = augment.color_jitter(want, jitter_seed, brightness=0.4, contrast=0.4,
+                                saturation=0.4, hue=0.1, probability=0.8)
+    want = augment.random_grayscale(want, gray_seed, 0.2)
+    want = augment.gaussian_blur(want, blur_seed, probability=0.5)
+    want = augment.solarize(want, solarize_seed, probability=0.3)
+    got = recipes.ViewRecipe((view,))(images, seed())[0]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_erasing_value_config():
+    view = ViewConfig(size=32, erasing_probability=1.0, erasing_value=0.5)
+    assert view.erasing_value == (0.5, 0.5, 0.5)
+    assert ViewConfig.from_config(json.loads(json.dumps(view.get_config()))) == view
+    # Configs saved before erasing existed still load, with erasing off.
+    old = {k: v for k, v in view.get_config().items() if not k.startswith("erasing")}
+    assert ViewConfig.from_config(old).erasing_probability == 0.0
+    with pytest.raises(ValueError, match="erasing_value"):
+        ViewConfig(size=32, erasing_value=(0.1, 0.2))
 
 
 @pytest.mark.parametrize("name", sorted(recipes.RECIPES))
