@@ -43,6 +43,17 @@ _CLD_MOCO_CIFAR10 = dict(num_groups=200, cld_temperature=0.2, cld_weight=0.8,
 _CLD_MOCO_IMAGENET = dict(num_groups=120, cld_temperature=0.4, cld_weight=0.25,
                           group_head="normmlp")
 
+# MoCo+CLD's CIFAR views (train_cifar10_moco_cld.sh: --three-imgs --aug-plus
+# --erasing): three views, each ending in torchvision's RandomErasing(p=1).
+# CLD erases after Normalize((0.4914, 0.4822, 0.4465), ...), so its erased
+# pixels (0 there) are the CIFAR-10 mean colour; our views are in [0, 1], so
+# that colour is the value here. (Our backbones standardise with ImageNet
+# statistics, which puts it at 0.03-0.18 std from 0; the colour is what the
+# network sees relative to the data, so we keep the colour.) The CIFAR-100
+# script has no --erasing; ImageNet's MoCo v2+CLD has none either.
+_CLD_MOCO_CIFAR10_VIEWS = dict(num_views=3, erasing_probability=1.0,
+                               erasing_value=(0.4914, 0.4822, 0.4465))
+
 PRESETS = {
     "cifar10_cpu_small": {
         # lightly: SimCLRProjectionHead(feature, feature, 128), NTXent t=0.5,
@@ -83,7 +94,8 @@ PRESETS = {
                      views=dict(local_size=16, num_local=4, jitter_strength=0.5)),
         # CLD on the CPU protocol: each base's entry above plus CLD with the
         # official CIFAR-10 values. MoCo takes CLD's three views (queries from
-        # views 0 and 1, one key from view 2); its head stays lightly's MLP.
+        # views 0 and 1, one key from view 2) with its random erasing (the
+        # protocol still drops the blur); its head stays lightly's MLP.
         # BYOL+CLD has no official script: NPID+CLD's CIFAR-10 values.
         "npid_cld": dict(flags=_NPID_CPU_SMALL_FLAGS,
                          method=dict(projection_dim=128, temperature=0.1,
@@ -92,7 +104,7 @@ PRESETS = {
                             method=dict(projection_dim=128, queue_size=4096,
                                         temperature=0.1, momentum=0.99, normlinear=False,
                                         shared_key_view=2, **_CLD_MOCO_CIFAR10),
-                            views=dict(num_views=3)),
+                            views=_CLD_MOCO_CIFAR10_VIEWS),
         "byol_cld": dict(flags=_CPU_SMALL_FLAGS,
                          method=dict(projection_hidden_dim=1024, projection_dim=256,
                                      prediction_hidden_dim=1024, base_momentum=0.996,
@@ -170,8 +182,8 @@ PRESETS = {
                          method=dict(temperature=0.1, **_CLD_NPID_CIFAR10)),
         # MoCo+CLD train_cifar10_moco_cld.sh: batch 256, lr 0.06, wd 8e-4, 5 warm-up
         # epochs, queue 12288, t=0.07, m=0.999, NormLinear heads (no hidden
-        # layer), three views with aug-plus (blur p=0.5). Its RandomErasing
-        # (`--erasing`) has no op here yet.
+        # layer), three views with aug-plus (blur p=0.5) and RandomErasing
+        # p=1 (`--erasing`).
         "moco_v2_cld": dict(flags=dict(_CIFAR_FLAGS, epochs=200, optimizer="sgd",
                                        learning_rate=0.06, weight_decay=8e-4,
                                        warmup_epochs=5, blur=True),
@@ -179,7 +191,7 @@ PRESETS = {
                                         queue_size=12288, temperature=0.07,
                                         momentum=0.999, shared_key_view=2,
                                         **_CLD_MOCO_CIFAR10),
-                            views=dict(num_views=3)),
+                            views=_CLD_MOCO_CIFAR10_VIEWS),
         # BYOL+CLD: solo-learn's CIFAR BYOL plus NPID+CLD's CIFAR-10 values (no
         # official BYOL+CLD script).
         "byol_cld": dict(flags=dict(_CIFAR_FLAGS, epochs=1000, optimizer="lars",

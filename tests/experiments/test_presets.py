@@ -1,0 +1,39 @@
+"""Every preset's `views` reach its method's recipe; CLD's MoCo CIFAR views erase."""
+
+import pytest
+
+from experiments import presets
+from experiments.pretrain import make_views
+
+_ENTRIES = [(preset, method) for preset, entries in sorted(presets.PRESETS.items())
+            for method in sorted(entries)]
+
+
+@pytest.mark.parametrize("preset, method", _ENTRIES)
+def test_preset_views_build(preset, method):
+    entry = presets.get(preset, method)
+    flags = entry["flags"]
+    recipe = make_views(method, image_size=flags.get("image_size", 32),
+                        blur=flags.get("blur", True), view_kwargs=entry["views"])
+    assert recipe.num_views >= 2
+
+
+@pytest.mark.parametrize("preset", ["cifar10_cpu_small", "cifar10"])
+def test_moco_cld_cifar_views_erase_to_the_cifar_mean(preset):
+    # train_cifar10_moco_cld.sh: --three-imgs --aug-plus --erasing, i.e.
+    # RandomErasing(p=1) after Normalize with the CIFAR-10 mean.
+    entry = presets.get(preset, "moco_v2_cld")
+    recipe = make_views("moco_v2_cld", image_size=32, blur=entry["flags"]["blur"],
+                        view_kwargs=entry["views"])
+    assert recipe.num_views == 3
+    for view in recipe.views:
+        assert view.erasing_probability == 1.0
+        assert view.erasing_value == pytest.approx((0.4914, 0.4822, 0.4465))
+        assert (view.erasing_scale, view.erasing_ratio) == ((0.02, 0.33), (0.3, 3.3))
+
+
+def test_erasing_only_where_the_official_recipe_has_it():
+    for preset, method in _ENTRIES:
+        entry = presets.get(preset, method)
+        erases = entry["views"].get("erasing_probability", 0.0) > 0
+        assert erases == (method == "moco_v2_cld" and preset != "imagenet"), (preset, method)
