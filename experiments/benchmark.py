@@ -4,6 +4,7 @@
         --data=../shared/data/cifar10
     python experiments/benchmark.py --what=pipeline --data=../shared/data/cifar10
     python experiments/benchmark.py --what=kernels
+    python experiments/benchmark.py --what=floor --seeds=0,1,2
     python experiments/benchmark.py --protocol=cpu_small_longtail \
         --methods=npid,npid_cld --seeds=0,1,2 --data=../shared/data/cifar10
 
@@ -33,7 +34,7 @@ from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("what", "protocol",
-                  ["protocol", "pipeline", "kernels", "speed", "evaluation"],
+                  ["protocol", "pipeline", "kernels", "speed", "evaluation", "floor"],
                   "What to measure.")
 flags.DEFINE_enum("protocol", "cpu_small", ["cpu_small", "cpu_small_longtail"],
                   "Training protocol.")
@@ -54,6 +55,7 @@ KERNELS_START, KERNELS_END = "<!-- kernels:start -->", "<!-- kernels:end -->"
 LONGTAIL_START, LONGTAIL_END = "<!-- longtail:start -->", "<!-- longtail:end -->"
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 EVALUATION_START, EVALUATION_END = "<!-- evaluation:start -->", "<!-- evaluation:end -->"
+FLOOR_START, FLOOR_END = "<!-- floor:start -->", "<!-- floor:end -->"
 PLOTS = os.path.join(ROOT, "docs", "images")
 # CIFAR-10-LT of the long-tail protocol: ratio 100, head class 1,000 images.
 LONGTAIL = dict(imbalance_ratio=100.0, train_per_class=1000, num_classes=10)
@@ -218,6 +220,31 @@ def run_speed():
     _replace_between(SPEED_START, SPEED_END, lines)
 
 
+def run_floor():
+    """kNN of random weights on both protocols' banks, one backbone per seed."""
+    import numpy as np
+
+    from experiments.floor_benchmark import measure_floor
+    seeds = [int(seed) for seed in (FLAGS.seeds or [FLAGS.seed])]
+    protocols = {"cpu_small": dict(train_per_class=1000, imbalance_ratio=0.0),
+                 "cpu_small_longtail": dict(train_per_class=LONGTAIL["train_per_class"],
+                                            imbalance_ratio=LONGTAIL["imbalance_ratio"])}
+    results = {}
+    for protocol, subset in protocols.items():
+        results[protocol] = [measure_floor(FLAGS.data, seed=seed, **subset) for seed in seeds]
+        print(json.dumps({protocol: results[protocol]}), flush=True)
+    _save(os.path.join(RESULTS, "floor.json"), results)
+    lines = ["| protocol | kNN bank | random-weights kNN top-1 (mean ± std) | seeds |",
+             "| --- | --- | --- | --- |"]
+    for protocol, runs in results.items():
+        top1 = 100 * np.array([r["knn_top1"] for r in runs])
+        spread = f" ± {top1.std(ddof=1):.1f}" if len(top1) > 1 else ""
+        lines.append(f"| {protocol} | {runs[0]['bank_images']} images | "
+                     f"{top1.mean():.1f}%{spread} ({', '.join(f'{t:.1f}' for t in top1)}) "
+                     f"| {len(runs)} |")
+    _replace_between(FLOOR_START, FLOOR_END, lines)
+
+
 def run_evaluation():
     """evaluate.py --protocol=all on each method's protocol run (run the protocol first)."""
     import subprocess
@@ -314,6 +341,8 @@ def main(argv):
             run_speed()
         elif FLAGS.what == "evaluation":
             run_evaluation()
+        elif FLAGS.what == "floor":
+            run_floor()
         elif FLAGS.protocol == "cpu_small_longtail":
             run_longtail()
         else:
