@@ -164,9 +164,9 @@ def write_longtail_table(results):
              "| --- | --- | --- | --- | --- |"]
     for method in sorted(results):
         runs = [results[method][seed] for seed in sorted(results[method], key=int)]
-        top1 = 100 * np.array([r["knn_top1"] for r in runs])
-        spread = f" ± {top1.std(ddof=1):.1f}" if len(top1) > 1 else " (one seed)"
-        lines.append(f"| {method} | {len(runs)} | {top1.mean():.1f}%{spread} | "
+        _, top1 = _top1_over_seeds(runs)
+        one_seed = " (one seed)" if len(runs) == 1 else ""
+        lines.append(f"| {method} | {len(runs)} | {top1}{one_seed} | "
                      f"{runs[0]['epochs']} | "
                      f"{np.mean([r['train_seconds'] for r in runs]):.0f} |")
     _replace_between(LONGTAIL_START, LONGTAIL_END, lines)
@@ -222,8 +222,6 @@ def run_speed():
 
 def run_floor():
     """kNN of random weights on both protocols' banks, one backbone per seed."""
-    import numpy as np
-
     from experiments.floor_benchmark import measure_floor
     seeds = [int(seed) for seed in (FLAGS.seeds or [FLAGS.seed])]
     protocols = {"cpu_small": dict(train_per_class=1000, imbalance_ratio=0.0),
@@ -237,11 +235,9 @@ def run_floor():
     lines = ["| protocol | kNN bank | random-weights kNN top-1 (mean ± std) | seeds |",
              "| --- | --- | --- | --- |"]
     for protocol, runs in results.items():
-        top1 = 100 * np.array([r["knn_top1"] for r in runs])
-        spread = f" ± {top1.std(ddof=1):.1f}" if len(top1) > 1 else ""
+        values, top1 = _top1_over_seeds(runs)
         lines.append(f"| {protocol} | {runs[0]['bank_images']} images | "
-                     f"{top1.mean():.1f}%{spread} ({', '.join(f'{t:.1f}' for t in top1)}) "
-                     f"| {len(runs)} |")
+                     f"{top1} ({', '.join(f'{t:.1f}' for t in values)}) | {len(runs)} |")
     _replace_between(FLOOR_START, FLOOR_END, lines)
 
 
@@ -286,16 +282,14 @@ def run_evaluation():
 
 def write_readme_table(results):
     """The protocol table: seed 0's run, and the mean ± std when more seeds ran."""
-    import numpy as np
     lines = ["| method | kNN top-1 | seeds: mean ± std | lightly kNN top-1 "
              "| train seconds | train images/s | lightly images/s |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for method in sorted(results):
         runs = results[method]
         r = runs.get("0") or runs[min(runs, key=int)]
-        top1 = 100 * np.array([run["knn_top1"] for run in runs.values()])
-        spread = (f"{top1.mean():.1f}% ± {top1.std(ddof=1):.1f} ({len(top1)})"
-                  if len(top1) > 1 else "one seed")
+        _, top1 = _top1_over_seeds(runs.values())
+        spread = f"{top1} ({len(runs)})" if len(runs) > 1 else "one seed"
         peer_acc, peer_speed = LIGHTLY.get(method, (None, None))
         lines.append(
             f"| {method} | {100 * r['knn_top1']:.1f}% | {spread} | "
@@ -303,6 +297,14 @@ def write_readme_table(results):
             f"{r['train_seconds']:.0f} | {r['train_images_per_s']:.0f} | "
             f"{peer_speed or 'n/a'} |")
     _replace_between(START, END, lines)
+
+
+def _top1_over_seeds(runs):
+    """kNN top-1 of several runs in percent, and "mean%" or "mean% ± sample std"."""
+    import numpy as np
+    top1 = 100 * np.array([run["knn_top1"] for run in runs])
+    spread = f" ± {top1.std(ddof=1):.1f}" if len(top1) > 1 else ""
+    return top1, f"{top1.mean():.1f}%{spread}"
 
 
 def _replace_between(start, end, lines):
