@@ -10,7 +10,7 @@ from keras_ssl.methods.moco import MoCo
 from keras_ssl.ops import MemoryBankKMeans, kmeans
 from keras_ssl.ops.memory_kmeans import centroids_from_bank, dissolve_small_clusters
 
-NEGATIVE_SAMPLINGS = ("semihard", "random", "semieasy")
+NEGATIVE_SAMPLINGS = ("semihard", "random", "semieasy", "hard")
 
 
 class InterCLR(MoCo):
@@ -35,7 +35,8 @@ class InterCLR(MoCo):
              similar to the (detached) query, i.e. ranks [0, pool) with the
              same-cluster rows taken out, which drops the easiest negatives
              (ranks >= pool). "semieasy": the pool is the least similar rows;
-             "random": the whole bank.
+             "random": the whole bank. "hard" draws nothing: the negatives
+             are the `num_negatives` most similar rows outside the cluster.
     Both branches share the projection head and the temperature. After the
     step the all-gathered normalised keys are enqueued (MoCo) and written
     into the bank with momentum 1 (they replace the rows), the written rows
@@ -54,7 +55,7 @@ class InterCLR(MoCo):
         centroid_update_interval: official `centroids_update_interval` (10).
         num_negatives: official `neg_num` (16,384).
         negative_sampling: official `neg_sampling`, one of "semihard"
-            (default), "random", "semieasy".
+            (default), "random", "semieasy", "hard".
         negative_pool_size: official `semihard_neg_pool_num` (128,000); also
             the semi-easy pool.
         inter_cos_margin: official `inter_cos_margin` (-0.5).
@@ -97,7 +98,9 @@ class InterCLR(MoCo):
       what the official rejection loop (`torch.multinomial` without
       replacement, same-label draws redrawn) approximates; if fewer than
       `num_negatives` rows are allowed the rest are masked out of the loss
-      instead of repeated. "hard" sampling is not implemented.
+      instead of repeated. "hard" takes the top `num_negatives` of the
+      similarities with same-cluster rows pushed below every other row, which
+      is the official top-(M + largest cluster) list with those rows deleted.
     * Random draws are stateless, seeded from (optimizer step, seed) and drawn
       for the global batch, then sliced to this replica's rows, so 1 and N
       replicas draw the same positives and negatives. The official code
@@ -127,8 +130,8 @@ class InterCLR(MoCo):
         if negative_sampling not in NEGATIVE_SAMPLINGS:
             raise ValueError(f"negative_sampling={negative_sampling!r} is not one of "
                              f"{', '.join(NEGATIVE_SAMPLINGS)}.")
-        if negative_sampling == "random":
-            negative_pool_size = num_examples
+        if negative_sampling in ("random", "hard"):
+            negative_pool_size = num_examples  # the whole bank is ranked or drawn from
         if negative_pool_size > num_examples or num_negatives > negative_pool_size:
             reduced_pool = min(negative_pool_size, num_examples)
             reduced_negatives = min(num_negatives, reduced_pool)
@@ -173,7 +176,9 @@ class InterCLR(MoCo):
         bank = tf.convert_to_tensor(self.memory.features)
         assignments = tf.convert_to_tensor(self.memory.assignments)
         labels = tf.gather(assignments, tf.cast(indices, tf.int32))
-        uniform = self._uniform_draws(tf.shape(queries)[0], 1 + self.negative_pool_size)
+        # "hard" negatives are not drawn: only the positive needs a uniform.
+        pool_draws = 0 if self.negative_sampling == "hard" else self.negative_pool_size
+        uniform = self._uniform_draws(tf.shape(queries)[0], 1 + pool_draws)
         positives = sample_positives(assignments, labels, uniform[:, 0],
                                      num_clusters=self.num_clusters)
         queries = tf.stop_gradient(tf.math.l2_normalize(tf.cast(queries, tf.float32), axis=1))
@@ -253,16 +258,23 @@ def sample_negatives(similarities, assignments, labels, uniform, *, num_negative
         similarities: [B, N] query-to-bank cosines (ranks the pool).
         assignments: [N] int32 cluster of every bank row.
         labels: [B] int32 cluster of each anchor.
-        uniform: [B, pool_size] floats in [0, 1), one key per pool slot.
+        uniform: [B, pool_size] floats in [0, 1), one key per pool slot
+            (unused, and may be empty, for "hard").
         num_negatives: M <= pool_size.
         pool_size: "semihard": the pool is the rows of similarity rank
             [0, pool_size); "semieasy": the pool_size least similar rows;
-            "random": every row (pool_size must be N).
+            "random": every row (pool_size must be N). "hard": no pool, the
+            M most similar rows outside the cluster, most similar first.
 
     Returns:
         (indices [B, M] int32, mask [B, M] bool): mask is False where fewer
         than M pool rows lie outside the anchor's cluster.
     """
+    if sampling == "hard":
+        outside = tf.not_equal(assignments[None, :], labels[:, None])
+        # Cosines lie in [-1, 1]: a key of -3 ranks a same-cluster row last.
+        keys, picks = tf.math.top_k(tf.where(outside, similarities, -3.0), num_negatives)
+        return picks, keys > -2.0
     if sampling == "semihard":
         pool = tf.math.top_k(similarities, pool_size).indices
     elif sampling == "semieasy":

@@ -105,6 +105,35 @@ def test_random_negatives_cover_the_bank_outside_the_cluster():
     assert (assignments[negatives.numpy()] != labels[:, None]).all()
 
 
+def test_hard_negatives_are_the_most_similar_rows_outside_the_cluster():
+    # NumPy copy of the official rule: the top (M + largest cluster) rows by
+    # similarity with the anchor's cluster deleted, first M kept. M = 25 of
+    # 30 rows is more than some anchors have outside their cluster: masked.
+    similarities, assignments, labels = _ranked_problem(7)
+    num_negatives = 25
+    negatives, mask = sample_negatives(
+        similarities, assignments, labels, np.zeros((4, 0), "float32"),
+        num_negatives=num_negatives, pool_size=30, sampling="hard")
+    negatives, mask = negatives.numpy(), mask.numpy()
+    assert not mask.all(), "the problem should leave some anchor short of negatives"
+    for i in range(4):
+        order = np.argsort(-similarities[i], kind="stable")
+        expected = [r for r in order if assignments[r] != labels[i]][:num_negatives]
+        assert mask[i].sum() == len(expected)
+        np.testing.assert_array_equal(negatives[i][mask[i]], expected)
+
+
+def test_hard_sampling_trains_on_the_whole_bank():
+    model = _interclr(negative_sampling="hard", num_negatives=8)
+    assert model.negative_pool_size == harness.NUM_EXAMPLES
+    views, indices = _first_batch()
+    outputs = model.forward_views(views, indices, training=True)
+    _, negatives, mask = model.sample_inter_pairs(outputs.projections[0], indices)
+    assert negatives.shape == (len(indices), 8)
+    history = model.fit(harness.batches(), epochs=1, verbose=0, shuffle=False).history
+    assert np.isfinite(history["inter_loss"][0])
+
+
 # ---- the method ---------------------------------------------------------------
 
 def test_inter_loss_uses_the_sampled_bank_rows_and_the_margin():
@@ -196,4 +225,4 @@ def test_a_pool_larger_than_the_bank_is_reduced_with_a_warning():
 
 def test_unknown_negative_sampling_is_rejected():
     with pytest.raises(ValueError, match="semihard"):
-        _interclr(negative_sampling="hard")
+        _interclr(negative_sampling="hardest")
