@@ -126,6 +126,12 @@ PRESETS = {
                                  prediction_hidden_dim=1024, momentum=0.99,
                                  queue_size=4096, topk=5, constraint="previous_epoch",
                                  constraint_topk=5)),
+        # Supervised CMSF (run_supervised.sh: k=10, m 0.99, weak/strong): the
+        # MSF entry's heads and bank; it trains on the class labels.
+        "cmsf_supervised": dict(flags=_CPU_SMALL_FLAGS,
+                                method=dict(projection_hidden_dim=1024, projection_dim=256,
+                                            prediction_hidden_dim=1024, momentum=0.99,
+                                            queue_size=4096, topk=10)),
         # InterCLR: moco_v2's CPU entry (queue 4096, t=0.1 for both branches,
         # m=0.99) plus the official inter branch (weights 0.75/0.25, margin -0.5,
         # semi-hard negatives, min cluster 20, centroids every 10 steps). Sizes
@@ -210,6 +216,10 @@ PRESETS = {
                                 learning_rate=0.05, weight_decay=5e-4, warmup_epochs=0),
                      method=dict(momentum=0.99, queue_size=16384, topk=5,
                                  constraint="previous_epoch", constraint_topk=5)),
+        "cmsf_supervised": dict(flags=dict(_CIFAR_FLAGS, epochs=200, optimizer="sgd",
+                                           learning_rate=0.05, weight_decay=5e-4,
+                                           warmup_epochs=0),
+                                method=dict(momentum=0.99, queue_size=16384, topk=10)),
         # InterCLR has no CIFAR config: moco_v2's CIFAR entry above plus the
         # official inter branch, sizes scaled as the CPU entry for N=50,000
         # (pool 5,000, negatives 640, K=100).
@@ -291,6 +301,11 @@ PRESETS = {
                                 warmup_epochs=0),
                      method=dict(momentum=0.99, queue_size=128000, topk=5,
                                  constraint="previous_epoch", constraint_topk=5)),
+        # Supervised CMSF (run_supervised.sh): the same with k=10 and labels.
+        "cmsf_supervised": dict(flags=dict(_IMAGENET_FLAGS, epochs=200, global_batch_size=256,
+                                           optimizer="sgd", learning_rate=0.05,
+                                           weight_decay=1e-4, warmup_epochs=0),
+                                method=dict(momentum=0.99, queue_size=128000, topk=10)),
         # InterCLR, mmselfsup 0.x configs/selfsup/interclr/ (interclr-moco.py,
         # sgd_coslr-200e_in1k): batch 256, SGD 0.03, wd 1e-4, cosine, 200
         # epochs, MoCo v2 aug, 2048-2048-128 head, queue 65536, t=0.2,

@@ -94,8 +94,13 @@ def make_optimizer(name, *, learning_rate, weight_decay, total_steps, warmup_ste
     raise ValueError(f"--optimizer={name!r} is not one of sgd, lars, adamw.")
 
 
-def _method_kwargs(method_name, kwargs, *, num_examples, total_steps, steps_per_epoch=None):
-    """Adds the run-dependent arguments a method's constructor asks for."""
+def _method_kwargs(method_name, kwargs, *, num_examples, total_steps, steps_per_epoch=None,
+                   labels=None):
+    """Adds the run-dependent arguments a method's constructor asks for.
+
+    `labels` (the training split's classes) go only to methods that take
+    them, i.e. the supervised ones (`cmsf_supervised`).
+    """
     parameters = inspect.signature(methods.METHODS[method_name].__init__).parameters
     kwargs = dict(kwargs)
     if "num_examples" in parameters:
@@ -104,6 +109,8 @@ def _method_kwargs(method_name, kwargs, *, num_examples, total_steps, steps_per_
         kwargs.setdefault("total_steps", total_steps)
     if "steps_per_epoch" in parameters and steps_per_epoch is not None:
         kwargs.setdefault("steps_per_epoch", steps_per_epoch)
+    if "labels" in parameters and labels is not None:
+        kwargs.setdefault("labels", labels)
     return kwargs
 
 
@@ -131,15 +138,15 @@ def make_backbone(method, backbone, *, image_size, width_multiplier):
 
 def build_method(strategy, *, method, backbone, image_size, width_multiplier,
                  method_kwargs, num_examples, total_steps, optimizer, learning_rate,
-                 weight_decay, warmup_steps, steps_per_epoch=None, mixed_precision=False,
-                 jit_compile=False):
+                 weight_decay, warmup_steps, steps_per_epoch=None, labels=None,
+                 mixed_precision=False, jit_compile=False):
     """The compiled method with a built optimizer, every variable under `strategy`."""
     with strategy.scope():
         encoder = make_backbone(method, backbone, image_size=image_size,
                                 width_multiplier=width_multiplier)
         model = methods.get(method, encoder=encoder, **_method_kwargs(
             method, method_kwargs or {}, num_examples=num_examples,
-            total_steps=total_steps, steps_per_epoch=steps_per_epoch))
+            total_steps=total_steps, steps_per_epoch=steps_per_epoch, labels=labels))
         opt = make_optimizer(optimizer, learning_rate=learning_rate,
                              weight_decay=weight_decay, total_steps=total_steps,
                              warmup_steps=warmup_steps)
@@ -226,7 +233,7 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
         width_multiplier=width_multiplier, method_kwargs=method_kwargs,
         num_examples=len(train), total_steps=total_steps, optimizer=optimizer,
         learning_rate=learning_rate, weight_decay=weight_decay,
-        warmup_steps=steps * warmup_epochs, steps_per_epoch=steps,
+        warmup_steps=steps * warmup_epochs, steps_per_epoch=steps, labels=train.labels,
         mixed_precision=mixed_precision,
         jit_compile=jit_compile)
     _adapt_to_multi_worker(model, strategy_)

@@ -45,7 +45,8 @@ def measure_speed(method, data, *, steps_per_round=10, rounds=3, warmup_steps=5,
         method_kwargs=entry["method"], num_examples=len(train),
         total_steps=steps * config["epochs"], optimizer=config["optimizer"],
         learning_rate=config["learning_rate"], weight_decay=config["weight_decay"],
-        warmup_steps=steps * config["warmup_epochs"], steps_per_epoch=steps)
+        warmup_steps=steps * config["warmup_epochs"], steps_per_epoch=steps,
+        labels=train.labels)
     model.make_train_function()
 
     def pipeline():

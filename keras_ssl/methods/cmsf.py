@@ -1,6 +1,7 @@
 """CMSF: Constrained Mean Shift (Navaneet, Koohpayegani, Tejankar, Pirsiavash, ECCV 2022)."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_ssl import distribute
@@ -37,11 +38,11 @@ class CMSF(MSF):
       after every epoch), or whenever
       `recluster()` or `set_pseudo_labels()` is called.
 
-    Left out: the semi-supervised CMSF (`semi_supervised/train_pseudo_cmsf.py`,
-    pseudo-labels from a classifier trained on the labelled subset) and the
-    supervised CMSF (`supervised/train_cmsf_sup.py`); `set_pseudo_labels`
-    accepts labels from any source, so both could feed their labels through
-    it, but their training loops are not here.
+    The supervised CMSF is `SupervisedCMSF` below. Left out: the
+    semi-supervised CMSF (`semi_supervised/train_pseudo_cmsf.py`), whose
+    pseudo-labels come from a classifier retrained on the labelled subset
+    twice per epoch; `set_pseudo_labels` accepts labels from any source, so
+    such a classifier could feed them, but its training loop is not here.
 
     Args:
         encoder: online backbone.
@@ -82,6 +83,9 @@ class CMSF(MSF):
     """
 
     log_names = MSF.log_names + ("constrained_similarity",)
+    # The per-example pool of target embeddings the constraint is computed
+    # from; a constraint on fixed labels needs none.
+    keeps_pool = True
 
     def __init__(self, encoder, *, num_examples, constraint="previous_epoch",
                  constraint_topk=5, num_clusters=100, cluster_every_steps=None,
@@ -99,7 +103,7 @@ class CMSF(MSF):
             cluster_every_steps = steps_per_epoch or 0
         self.cluster_every_steps = cluster_every_steps
         self.cluster_iters = cluster_iters
-        num_slots = 2 if constraint == "previous_epoch" else 1
+        num_slots = (2 if constraint == "previous_epoch" else 1) if self.keeps_pool else 0
         dim = self.projection_dim
         with distribute.replicated_state_scope():
             self.bank_indices = self.add_weight(
@@ -222,11 +226,79 @@ class CMSF(MSF):
         rows = self.incoming_rows(tf.shape(indices, out_type=tf.int64)[0])
         self.bank_indices.assign(tf.tensor_scatter_nd_update(
             self.bank_indices.value, rows[:, None], indices))
-        slots = (tf.gather(self.pool_slot.value, indices)
-                 if self.constraint == "previous_epoch"
-                 else tf.zeros_like(indices, tf.int32))
-        self.pool.assign(tf.tensor_scatter_nd_update(
-            self.pool.value, tf.stack([tf.cast(slots, tf.int64), indices], axis=1), targets))
+        if self.keeps_pool:
+            slots = (tf.gather(self.pool_slot.value, indices)
+                     if self.constraint == "previous_epoch"
+                     else tf.zeros_like(indices, tf.int32))
+            self.pool.assign(tf.tensor_scatter_nd_update(
+                self.pool.value, tf.stack([tf.cast(slots, tf.int64), indices], axis=1),
+                targets))
         if self.constraint == "previous_epoch":
             self.pool_slot.assign(self._slots_after(indices))
         self.queue.enqueue(targets)
+
+
+class SupervisedCMSF(CMSF):
+    """Supervised CMSF: mean shift to the target's nearest neighbours of its own class.
+
+    CMSF's supervised variant (`UCDvision/CMSF/supervised/train_cmsf_sup.py`):
+    the bank stores each row's class, and the loss is the MSF loss over the
+    `topk` bank rows nearest to the target among those with the anchor's
+    class label, with the current batch in the bank (so the anchor itself is
+    the first). Unlike the self-supervised CMSF there is no unconstrained
+    term: the official supervised loss is the constrained one alone.
+
+    The classes are fixed, so they take the place of CMSF-KM's pseudo-labels
+    (never re-clustered) and no per-example embedding pool is kept. Logs
+    `neighbor_purity`, the official `purity`: the share of the
+    unconstrained top-k neighbours that have the anchor's class.
+
+    Args:
+        encoder: online backbone.
+        num_examples: training-set size N.
+        labels: int [N], the class of every training example (train.py
+            passes the training split's labels); -1 (unlabelled) is refused.
+        **kwargs: MSF's (momentum, queue_size, topk, heads, ...). Official
+            supervised defaults match MSF's: m 0.99, bank 128,000, k 5.
+
+    Deviations: those of CMSF (no ShuffleBN, excluded slots weigh 0 when a
+    class has fewer than k rows in the bank, where the official code
+    averages in rows at distance 5); the bank rows' classes are looked up
+    through their dataset index rather than queued beside them (the same
+    values, as the labels never change).
+    """
+
+    log_names = CMSF.log_names + ("neighbor_purity",)
+    keeps_pool = False
+
+    def __init__(self, encoder, *, num_examples, labels, **kwargs):
+        for name in ("constraint", "num_clusters", "cluster_every_steps", "constraint_topk"):
+            if name in kwargs:
+                raise ValueError(f"SupervisedCMSF takes no {name!r}: it constrains by class.")
+        labels = np.asarray(labels)
+        if labels.shape != (num_examples,):
+            raise ValueError(f"labels must have shape ({num_examples},) (one per training "
+                             f"example), got {labels.shape}.")
+        unlabelled = int(np.sum(labels < 0))
+        if unlabelled:
+            raise ValueError(f"Supervised CMSF needs every training example labelled; "
+                             f"{unlabelled} of {num_examples} have label -1.")
+        super().__init__(encoder, num_examples=num_examples, constraint="pseudo_label",
+                         cluster_every_steps=0, **kwargs)
+        self.set_pseudo_labels(labels)
+
+    def cluster_pool(self):
+        raise ValueError("SupervisedCMSF constrains by the fixed class labels; "
+                         "there is nothing to cluster.")
+
+    def compute_loss_terms(self, outputs, training):
+        (bank, neighbors, similarities, constrained, constrained_similarities,
+         same_class) = self.constrained_search(outputs)
+        allowed = tf.math.is_finite(constrained_similarities)
+        loss = mean_shift_loss(outputs.predictions[0], bank, constrained, allowed)
+        mean_allowed = (tf.reduce_sum(tf.where(allowed, constrained_similarities, 0.0))
+                        / tf.reduce_sum(tf.cast(allowed, tf.float32)))
+        purity = tf.reduce_mean(tf.cast(tf.gather(same_class, neighbors, batch_dims=1),
+                                        tf.float32))
+        return loss, {"neighbor_similarity": tf.reduce_mean(similarities),
+                      "constrained_similarity": mean_allowed, "neighbor_purity": purity}

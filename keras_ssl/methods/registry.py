@@ -2,7 +2,7 @@
 
 from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.cld import BYOLCLD, MoCoCLD, NPIDCLD
-from keras_ssl.methods.cmsf import CMSF
+from keras_ssl.methods.cmsf import CMSF, SupervisedCMSF
 from keras_ssl.methods.interclr import InterCLR
 from keras_ssl.methods.mira import MIRA
 from keras_ssl.methods.moco import MoCo
@@ -23,6 +23,7 @@ METHODS = {
     "mira": MIRA,
     "msf": MSF,
     "cmsf": CMSF,
+    "cmsf_supervised": SupervisedCMSF,
     "interclr": InterCLR,
 }
 

@@ -47,6 +47,10 @@ TINY_CONFIGS = {
                  momentum=0.9, queue_size=12, topk=3, num_examples=NUM_EXAMPLES,
                  constraint="pseudo_label", num_clusters=3, cluster_every_steps=1,
                  cluster_iters=3),
+    # Supervised CMSF: three classes over the 32 examples.
+    "cmsf_supervised": dict(projection_hidden_dim=16, projection_dim=8,
+                            prediction_hidden_dim=16, momentum=0.9, queue_size=12, topk=3,
+                            num_examples=NUM_EXAMPLES, labels=np.arange(NUM_EXAMPLES) % 3),
 }
 
 # Sides of the views `train` feeds each method (default: two 16-px views);

@@ -210,3 +210,61 @@ def test_pseudo_label_cmsf_reclusters_once_per_epoch_under_train_py():
                            num_examples=100, queue_size=12,
                            constraint="pseudo_label", cluster_every_steps=0, steps_per_epoch=7)
     assert explicit.cluster_every_steps == 0
+
+
+# ---- supervised CMSF ------------------------------------------------------------
+
+def test_supervised_cmsf_takes_the_nearest_rows_of_the_class_and_only_them():
+    labels = np.arange(harness.NUM_EXAMPLES) % 3
+    model = _build("cmsf_supervised", topk=3, num_examples=harness.NUM_EXAMPLES,
+                   labels=labels)
+    assert model.pool.shape[0] == 0  # fixed labels need no embedding pool
+    _fit(model, 1)
+    batch_indices = np.arange(20, 28)
+    views, indices = _batch(batch_indices)
+    outputs = model.forward_views(views, indices, training=True)
+    targets = model.normalized_targets(outputs).numpy()
+    bank, rows = _bank_after(model, targets)
+    bank_index = model.bank_indices.numpy().copy()
+    bank_index[rows] = batch_indices
+    bank_labels = np.where(bank_index >= 0, labels[np.maximum(bank_index, 0)], -1)
+    same_class = labels[batch_indices][:, None] == bank_labels[None, :]
+    # NumPy copy of train_cmsf_sup.py: other classes (and unwritten rows) at
+    # distance 5, the top k by the target's distance, loss 2 - 2 q.u over them
+    # (here every anchor has >= 3 rows of its class, so nothing is dropped).
+    assert (same_class.sum(axis=1) >= 3).all()
+    distances = np.where(same_class, 2 - 2 * targets @ bank.T, 5.0)
+    chosen = np.argsort(distances, axis=1, kind="stable")[:, :3]
+    q = _normalize(outputs.predictions[0].numpy())
+    expected_loss = np.mean([np.mean([2 - 2 * q[i] @ bank[j] for j in row])
+                             for i, row in enumerate(chosen)])
+    expected_purity = np.take_along_axis(same_class, _top(targets @ bank.T, 3), 1).mean()
+    loss, logs = model.compute_loss_terms(outputs, training=True)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
+    np.testing.assert_allclose(logs["neighbor_purity"], expected_purity, rtol=1e-6)
+    # Unconstrained mean shift would take rows of other classes here.
+    assert expected_purity < 1.0
+
+
+def test_supervised_cmsf_refuses_missing_labels_and_other_constraints():
+    encoder = tiny_backbone(image_size=16, width=4)
+    labels = np.arange(harness.NUM_EXAMPLES) % 3
+    with pytest.raises(ValueError, match="2 of 32 have label -1"):
+        methods.get("cmsf_supervised", encoder=encoder, num_examples=32, queue_size=12,
+                    labels=np.where(np.arange(32) < 2, -1, labels))
+    with pytest.raises(ValueError, match=r"shape \(32,\)"):
+        methods.get("cmsf_supervised", encoder=encoder, num_examples=32, queue_size=12,
+                    labels=labels[:10])
+    with pytest.raises(ValueError, match="constraint"):
+        methods.get("cmsf_supervised", encoder=encoder, num_examples=32, queue_size=12,
+                    labels=labels, constraint="previous_epoch")
+
+
+def test_train_py_hands_the_labels_only_to_methods_that_take_them():
+    from experiments.pretrain import _method_kwargs
+    labels = np.arange(10) % 2
+    supervised = _method_kwargs("cmsf_supervised", {}, num_examples=10, total_steps=5,
+                                labels=labels)
+    np.testing.assert_array_equal(supervised["labels"], labels)
+    assert "labels" not in _method_kwargs("cmsf", {}, num_examples=10, total_steps=5,
+                                          labels=labels)
