@@ -89,11 +89,12 @@ PRESETS = {
                      views=dict(local_size=16, num_local=4, jitter_strength=0.5)),
         # MIRA: the paper's temperatures, beta and teacher schedule; a 512-wide
         # projector and 300 prototypes for batch 256 (methods-b.md); head frozen
-        # 1 epoch; the same 2x32 + 4x16 crops as SwAV.
+        # 1 epoch; the CIFAR views of the official loader (CIFARTransform: two
+        # 32-px crops of scale (0.2, 1), solarize on the second, no local crops).
         "mira": dict(flags=_CPU_SMALL_FLAGS,
                      method=dict(projection_hidden_dim=512, projection_dim=256,
                                  num_prototypes=300, freeze_prototypes_steps=39),
-                     views=dict(local_size=16, num_local=4, jitter_strength=0.5)),
+                     views=dict(num_local=0, global_scale=(0.2, 1.0))),
         # CLD on the CPU protocol: each base's entry above plus CLD with the
         # official CIFAR-10 values. MoCo takes CLD's three views (queries from
         # views 0 and 1, one key from view 2) with its random erasing (the
@@ -175,13 +176,15 @@ PRESETS = {
                      method=dict(projection_hidden_dim=2048, freeze_prototypes_steps=390,
                                  queue_length=3840, queue_start_steps=9750),
                      views=dict(num_local=0, global_scale=(0.08, 1.0))),
-        # No CIFAR recipe from the MIRA authors: their lr rule (LARS 0.3 x bs/256,
-        # wd 1e-6, 10 warm-up epochs) for solo-learn's 1000 epochs, the paper's
-        # head and schedules, multi-crop 2x32 + 6x16, head frozen 1 epoch.
+        # No CIFAR schedule from the MIRA authors: their lr rule (LARS 0.3 x
+        # bs/256, wd 1e-6, 10 warm-up epochs) for solo-learn's 1000 epochs, the
+        # paper's head and schedules, head frozen 1 epoch, and the CIFAR views
+        # of their loader (src/loader.py CIFARTransform: two 32-px crops of
+        # scale (0.2, 1), solarize on the second, no blur, no local crops).
         "mira": dict(flags=dict(_CIFAR_FLAGS, epochs=1000, optimizer="lars",
                                 learning_rate=0.3, weight_decay=1e-6, warmup_epochs=10),
                      method=dict(freeze_prototypes_steps=195),
-                     views=dict(local_size=16, jitter_strength=0.5)),
+                     views=dict(num_local=0, global_scale=(0.2, 1.0))),
         # NPID+CLD train_cifar10_npid_cld.sh: batch 256, lr 0.03 x 256/128, wd 7e-4,
         # 5 warm-up epochs, cosine, 200 epochs, t=0.1, full softmax, fp16.
         "npid_cld": dict(flags=dict(_CIFAR_FLAGS, epochs=200, optimizer="sgd",

@@ -15,6 +15,7 @@ from keras_ssl.augment.geometry import random_resized_crop
 from keras_ssl.augment.recipes import RECIPES
 from keras_ssl.augment.recipes import byol_views
 from keras_ssl.augment.recipes import get_recipe
+from keras_ssl.augment.recipes import mira_views
 from keras_ssl.augment.recipes import moco_v2_views
 from keras_ssl.augment.recipes import multi_crop_views
 from keras_ssl.augment.recipes import npid_views

@@ -19,6 +19,7 @@ __all__ = [
     "ViewRecipe",
     "byol_views",
     "get_recipe",
+    "mira_views",
     "moco_v2_views",
     "msf_views",
     "multi_crop_views",
@@ -228,6 +229,42 @@ def multi_crop_views(
     return ViewRecipe((global_view,) * num_global + (local_view,) * num_local)
 
 
+def mira_views(
+    global_size=224,
+    local_size=96,
+    *,
+    num_local=6,
+    global_scale=(0.14, 1.0),
+    local_scale=(0.05, 0.14),
+    jitter=(0.4, 0.4, 0.2, 0.1),
+    blur=True,
+):
+    """MIRA's crops: two asymmetric global crops (BYOL's colour ops), then local ones.
+
+    Every crop: random resized crop, colour jitter ``jitter`` with p=0.8,
+    grayscale p=0.2, flip. Global crop 1 is always blurred; global crop 2 is
+    blurred with p=0.1 and solarized with p=0.2; local crops are blurred with
+    p=0.5. With ``num_local=0, global_scale=(0.2, 1.0), blur=False`` this is
+    MIRA's CIFAR transform (two 32-px crops, solarize on the second).
+
+    Reference: Lee et al., "Unsupervised Visual Representation Learning via
+    Mutual Information Regularized Assignment" (NeurIPS 2022); movinghoon/mira
+    `src/loader.py` (`DINOTransform` for ImageNet, `CIFARTransform`).
+    Deviation: crops are resized bilinearly; the official ImageNet crops use
+    bicubic interpolation (its CIFAR crops use the bilinear default).
+    """
+    def crop(size, scale, blur_probability, solarize_probability=0.0):
+        return ViewConfig(size=size, crop_scale=scale, jitter=jitter,
+                          jitter_probability=0.8, grayscale_probability=0.2,
+                          blur_probability=blur_probability if blur else 0.0,
+                          solarize_probability=solarize_probability)
+
+    global_crops = (crop(global_size, global_scale, 1.0),
+                    crop(global_size, global_scale, 0.1, solarize_probability=0.2))
+    local_crops = (crop(local_size, local_scale, 0.5),) * num_local
+    return ViewRecipe(global_crops + local_crops)
+
+
 def msf_views(
     image_size,
     *,
@@ -260,6 +297,7 @@ RECIPES = {
     "npid": npid_views,
     "byol": byol_views,
     "multi_crop": multi_crop_views,
+    "mira": mira_views,
     "msf": msf_views,
 }
 

@@ -9,6 +9,8 @@ assignment (`keras_ssl.ops.mira_assign`: 30 iterations, strength beta on a
 cosine schedule from 0.75 to 2/3) over the global batch. Targets from teacher
 crop 0 supervise the student's other crops, targets from crop 1 theirs, and
 the two terms are averaged (`swapped_prediction_loss`, temperature 0.1).
+Its views are `keras_ssl.augment.mira_views`: the official DINO-style
+multi-crop for ImageNet, and with no local crops its CIFAR transform.
 
 As in the official code: the teacher is the EMA (0.99 -> 1, cosine) of the
 student's encoder and projector, updated before the teacher pass; the head is
@@ -73,7 +75,7 @@ class MIRA(MomentumMethod):
     (10, 8)
     """
 
-    recipe_name = "multi_crop"
+    recipe_name = "mira"
     log_names = ("momentum", "beta")
     mixed_image_sizes = True
 

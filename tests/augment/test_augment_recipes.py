@@ -56,6 +56,7 @@ def test_recipe_seeds_and_single_image():
         ("byol", dict(image_size=32, blur=False), (32, 32)),
         ("multi_crop", dict(global_size=32, local_size=16), (32, 32) + (16,) * 6),
         ("multi_crop", dict(global_size=24, local_size=8, num_global=1, num_local=2), (24, 8, 8)),
+        ("mira", dict(global_size=32, local_size=16, num_local=2), (32, 32, 16, 16)),
     ],
 )
 def test_factories_produce_views(name, kwargs, sizes):
@@ -83,6 +84,19 @@ def test_paper_settings():
     multi = recipes.multi_crop_views(224, 96).views
     assert [v.crop_scale for v in multi] == [(0.14, 1.0)] * 2 + [(0.05, 0.14)] * 6
     assert multi[0].jitter == multi[-1].jitter == (0.8, 0.8, 0.8, 0.2)
+
+    # MIRA's DINOTransform: blur 1.0 / 0.1 / 0.5, solarize on global crop 2 only.
+    mira = recipes.mira_views(224, 96).views
+    assert [v.size for v in mira] == [224] * 2 + [96] * 6
+    assert [v.crop_scale for v in mira] == [(0.14, 1.0)] * 2 + [(0.05, 0.14)] * 6
+    assert [v.blur_probability for v in mira] == [1.0, 0.1] + [0.5] * 6
+    assert [v.solarize_probability for v in mira] == [0.0, 0.2] + [0.0] * 6
+    assert all(v.jitter == (0.4, 0.4, 0.2, 0.1) and v.jitter_probability == 0.8
+               and v.grayscale_probability == 0.2 for v in mira)
+    # Its CIFARTransform: two 32-px crops of scale (0.2, 1), no blur.
+    cifar = recipes.mira_views(32, num_local=0, global_scale=(0.2, 1.0), blur=False).views
+    assert [(v.size, v.crop_scale, v.blur_probability, v.solarize_probability)
+            for v in cifar] == [(32, (0.2, 1.0), 0.0, 0.0), (32, (0.2, 1.0), 0.0, 0.2)]
 
 
 def test_byol_first_view_is_never_solarized():
@@ -169,13 +183,15 @@ def test_erasing_value_config():
 
 @pytest.mark.parametrize("name", sorted(recipes.RECIPES))
 def test_every_factory_takes_the_blur_switch(name):
-    size = {"global_size": 32, "local_size": 16} if name == "multi_crop" else {"image_size": 32}
+    size = ({"global_size": 32, "local_size": 16} if name in ("multi_crop", "mira")
+            else {"image_size": 32})
     recipe = augment.get_recipe(name, blur=False, **size)
     assert all(view.blur_probability == 0.0 for view in recipe.views)
 
 
 def test_get_recipe_unknown_name():
-    assert set(recipes.RECIPES) == {"simclr", "moco_v2", "npid", "byol", "multi_crop", "msf"}
+    assert set(recipes.RECIPES) == {"simclr", "moco_v2", "npid", "byol", "multi_crop", "mira",
+                                    "msf"}
     with pytest.raises(ValueError, match="Unknown view recipe"):
         augment.get_recipe("dino")
 
