@@ -226,7 +226,11 @@ def run_floor():
     seeds = [int(seed) for seed in (FLAGS.seeds or [FLAGS.seed])]
     protocols = {"cpu_small": dict(train_per_class=1000, imbalance_ratio=0.0),
                  "cpu_small_longtail": dict(train_per_class=LONGTAIL["train_per_class"],
-                                            imbalance_ratio=LONGTAIL["imbalance_ratio"])}
+                                            imbalance_ratio=LONGTAIL["imbalance_ratio"]),
+                 # MIRA's backbone starts with zeroed residual branches.
+                 "cpu_small, zero_init_residual": dict(train_per_class=1000,
+                                                       imbalance_ratio=0.0,
+                                                       zero_init_residual=True)}
     results = {}
     for protocol, subset in protocols.items():
         results[protocol] = [measure_floor(FLAGS.data, seed=seed, **subset) for seed in seeds]

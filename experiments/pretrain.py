@@ -124,7 +124,7 @@ def make_views(method, *, image_size, blur, view_kwargs=None):
                               **{size_key: image_size, **(view_kwargs or {})})
 
 
-def make_backbone(method, backbone, *, image_size, width_multiplier):
+def make_backbone(method, backbone, *, image_size, width_multiplier, zero_init_residual=False):
     """The encoder a run of `method` trains (and evaluate.py/export.py rebuild).
 
     Methods whose views come in several sizes (multi-crop: SwAV, MIRA) get a
@@ -133,17 +133,19 @@ def make_backbone(method, backbone, *, image_size, width_multiplier):
     """
     return backbones.get(backbone, image_size=image_size,
                          width_multiplier=width_multiplier,
-                         any_image_size=methods.METHODS[method].mixed_image_sizes)
+                         any_image_size=methods.METHODS[method].mixed_image_sizes,
+                         zero_init_residual=zero_init_residual)
 
 
 def build_method(strategy, *, method, backbone, image_size, width_multiplier,
-                 method_kwargs, num_examples, total_steps, optimizer, learning_rate,
+                 method_kwargs, zero_init_residual=False, num_examples, total_steps, optimizer, learning_rate,
                  weight_decay, warmup_steps, steps_per_epoch=None, labels=None,
                  mixed_precision=False, jit_compile=False):
     """The compiled method with a built optimizer, every variable under `strategy`."""
     with strategy.scope():
         encoder = make_backbone(method, backbone, image_size=image_size,
-                                width_multiplier=width_multiplier)
+                                width_multiplier=width_multiplier,
+                                zero_init_residual=zero_init_residual)
         model = methods.get(method, encoder=encoder, **_method_kwargs(
             method, method_kwargs or {}, num_examples=num_examples,
             total_steps=total_steps, steps_per_epoch=steps_per_epoch, labels=labels))
@@ -191,7 +193,8 @@ def _adapt_to_multi_worker(model, strategy):
     model.train_step = multi_worker_train_step
 
 
-def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_size=32,
+def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0,
+             zero_init_residual=False, image_size=32,
              train_per_class=0, imbalance_ratio=0.0, epochs=10, global_batch_size=256,
              optimizer="sgd", learning_rate=0.12, weight_decay=5e-4, warmup_epochs=0,
              blur=True, model_dir="runs", seed=0, strategy="default", cpu_replicas=0,
@@ -230,7 +233,8 @@ def pretrain(*, method, data, backbone="resnet18", width_multiplier=1.0, image_s
 
     model = build_method(
         strategy_, method=method, backbone=backbone, image_size=image_size,
-        width_multiplier=width_multiplier, method_kwargs=method_kwargs,
+        width_multiplier=width_multiplier, zero_init_residual=zero_init_residual,
+        method_kwargs=method_kwargs,
         num_examples=len(train), total_steps=total_steps, optimizer=optimizer,
         learning_rate=learning_rate, weight_decay=weight_decay,
         warmup_steps=steps * warmup_epochs, steps_per_epoch=steps, labels=train.labels,

@@ -42,6 +42,7 @@ def measure_speed(method, data, *, steps_per_round=10, rounds=3, warmup_steps=5,
     model = build_method(
         strategy, method=method, backbone=config["backbone"],
         image_size=config["image_size"], width_multiplier=config["width_multiplier"],
+        zero_init_residual=config.get("zero_init_residual", False),
         method_kwargs=entry["method"], num_examples=len(train),
         total_steps=steps * config["epochs"], optimizer=config["optimizer"],
         learning_rate=config["learning_rate"], weight_decay=config["weight_decay"],

@@ -30,6 +30,8 @@ flags.DEFINE_string("data", None, "Image folder path, tfds:NAME or npz:PATH.")
 flags.DEFINE_string("preset", None, "Preset of experiments/presets.py, e.g. cifar10_cpu_small.")
 flags.DEFINE_string("backbone", "resnet18", "resnet18|resnet34|resnet50|tiny|keras:<Name>.")
 flags.DEFINE_float("width_multiplier", 1.0, "Backbone channel multiplier.")
+flags.DEFINE_boolean("zero_init_residual", False,
+                     "ResNets: start every residual branch at zero (last BN scale 0).")
 flags.DEFINE_integer("image_size", 32, "Side of the (square) training views.")
 flags.DEFINE_integer("train_per_class", 0, "First N training images of each class (0: all).")
 flags.DEFINE_float("imbalance_ratio", 0.0, "Long-tail subset with this ratio (0: balanced).")
@@ -75,7 +77,7 @@ def run():
     from experiments.pretrain import pretrain
     method_kwargs, view_kwargs = apply_preset()
     config = {name: FLAGS[name].value for name in (
-        "method", "data", "backbone", "width_multiplier", "image_size",
+        "method", "data", "backbone", "width_multiplier", "zero_init_residual", "image_size",
         "train_per_class", "imbalance_ratio", "epochs", "global_batch_size",
         "optimizer", "learning_rate", "weight_decay", "warmup_epochs", "blur",
         "model_dir", "seed", "strategy", "cpu_replicas", "tpu", "knn_every_epochs",

@@ -15,7 +15,7 @@ def available():
 
 
 def get(name, *, image_size=32, width_multiplier=1.0, cifar_stem=None,
-        synchronized_bn=False, any_image_size=False):
+        synchronized_bn=False, any_image_size=False, zero_init_residual=False):
     """Builds a backbone by name: images in [0, 1] -> pooled features.
 
     Args:
@@ -30,13 +30,19 @@ def get(name, *, image_size=32, width_multiplier=1.0, cifar_stem=None,
             `[B, None, None, 3]`), as multi-crop methods need for their local
             crops; `image_size` still picks the default stem. A `.keras` file
             of the model keeps this (`accept_any_image_size` does not).
+        zero_init_residual: ResNets only: each residual branch starts at
+            zero (its last BatchNorm scale is 0), as torchvision's option.
     """
+    if zero_init_residual and name not in _RESNETS:
+        raise ValueError(f"zero_init_residual is a ResNet option; backbone {name!r} "
+                         "has no residual branches to zero.")
     if name in _RESNETS:
         if cifar_stem is None:
             cifar_stem = image_size <= 64
         return resnet(_RESNETS[name], image_size=image_size, cifar_stem=cifar_stem,
                       width_multiplier=width_multiplier,
-                      synchronized_bn=synchronized_bn, any_image_size=any_image_size)
+                      synchronized_bn=synchronized_bn, any_image_size=any_image_size,
+                      zero_init_residual=zero_init_residual)
     if name == "tiny":
         return tiny_backbone(image_size=image_size,
                              width=max(1, int(round(8 * width_multiplier))),

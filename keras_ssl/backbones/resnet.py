@@ -44,7 +44,7 @@ def _conv(filters, kernel_size, strides, name):
     )
 
 
-def _basic_block(x, filters, strides, name, synchronized):
+def _basic_block(x, filters, strides, name, synchronized, zero_init_residual):
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _conv(filters, 1, strides, f"{name}_proj_conv")(x)
@@ -53,12 +53,12 @@ def _basic_block(x, filters, strides, name, synchronized):
     y = _batch_norm(f"{name}_bn1", synchronized)(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = _conv(filters, 3, 1, f"{name}_conv2")(y)
-    y = _batch_norm(f"{name}_bn2", synchronized)(y)
+    y = _batch_norm(f"{name}_bn2", synchronized, zero_init_residual)(y)
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def _bottleneck_block(x, filters, strides, name, synchronized):
+def _bottleneck_block(x, filters, strides, name, synchronized, zero_init_residual):
     expanded = 4 * filters
     shortcut = x
     if strides != 1 or x.shape[-1] != expanded:
@@ -71,7 +71,7 @@ def _bottleneck_block(x, filters, strides, name, synchronized):
     y = _batch_norm(f"{name}_bn2", synchronized)(y)
     y = keras.layers.ReLU(name=f"{name}_relu2")(y)
     y = _conv(expanded, 1, 1, f"{name}_conv3")(y)
-    y = _batch_norm(f"{name}_bn3", synchronized)(y)
+    y = _batch_norm(f"{name}_bn3", synchronized, zero_init_residual)(y)
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
@@ -84,6 +84,7 @@ def resnet(
     width_multiplier=1.0,
     synchronized_bn=False,
     any_image_size=False,
+    zero_init_residual=False,
     name=None,
 ):
     """Builds a ResNet that maps float images in [0, 1] to pooled features.
@@ -100,6 +101,10 @@ def resnet(
         any_image_size: declare the input as `[batch, None, None, 3]`, so
             images of other sizes (multi-crop's local crops) are accepted too.
             No variable depends on the spatial size, so the weights are the same.
+        zero_init_residual: start the last BatchNorm scale of every residual
+            branch at 0, so each block begins as its shortcut (Goyal et al.,
+            2017; torchvision's `zero_init_residual`, which MIRA's official
+            encoder turns on). Only the initial weights change.
         name: model name; defaults to `resnet{depth}`.
 
     Returns:
@@ -140,6 +145,6 @@ def resnet(
         for index in range(count):
             strides = 2 if (index == 0 and stage > 0) else 1
             x = block(x, filters, strides, f"stage{stage + 1}_block{index + 1}",
-                      synchronized_bn)
+                      synchronized_bn, zero_init_residual)
     features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(images, features, name=name or key)
