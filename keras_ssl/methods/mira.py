@@ -10,7 +10,11 @@ cosine schedule from 0.75 to 2/3) over the global batch. Targets from teacher
 crop 0 supervise the student's other crops, targets from crop 1 theirs, and
 the two terms are averaged (`swapped_prediction_loss`, temperature 0.1).
 Its views are `keras_ssl.augment.mira_views`: the official DINO-style
-multi-crop for ImageNet, and with no local crops its CIFAR transform.
+multi-crop for ImageNet, and with no local crops its CIFAR transform. The
+official encoder starts every residual branch at zero: build the backbone
+with `backbones.get(..., zero_init_residual=True)` (train.py's MIRA presets
+do). On the CPU protocol this doubles how much the initial targets of an
+image's two views agree, which is what MIRA's self-distillation grows from.
 
 As in the official code: the teacher is the EMA (0.99 -> 1, cosine) of the
 student's encoder and projector, updated before the teacher pass; the head is
@@ -65,7 +69,13 @@ class MIRA(MomentumMethod):
             epoch; 312 at ImageNet batch 4096).
         synchronized_bn: BatchNorm over all replicas (official: SyncBN).
 
-    Logs the EMA `momentum` and `beta`.
+    Logs the EMA `momentum`, `beta`, and two statistics of the pseudo-labels
+    over the global batch that the official code logs (`ent-target`,
+    `mi-target`): `target_entropy`, the mean entropy of an image's targets,
+    and `target_mutual_information` between image and prototype (marginal
+    entropy minus `target_entropy`), the quantity MIRA's assignment raises.
+    A mutual information near 0 with `target_entropy` near ln K means the
+    targets have gone uniform (collapse).
 
     Example:
     >>> from keras_ssl.backbones import tiny_backbone
@@ -76,7 +86,7 @@ class MIRA(MomentumMethod):
     """
 
     recipe_name = "mira"
-    log_names = ("momentum", "beta")
+    log_names = ("momentum", "beta", "target_entropy", "target_mutual_information")
     mixed_image_sizes = True
 
     def __init__(self, encoder, *, projection_hidden_dim=2048, projection_dim=256,
@@ -158,4 +168,25 @@ class MIRA(MomentumMethod):
     def compute_loss_terms(self, outputs, training):
         loss = swapped_prediction_loss(outputs.predictions, outputs.targets,
                                        temperature=self.student_temperature)
-        return loss, {}
+        # Per teacher crop over the global batch, then averaged, as the official logs.
+        statistics = [assignment_statistics(distribute.all_gather(t)) for t in outputs.targets]
+        entropy = tf.add_n([s[0] for s in statistics]) / len(statistics)
+        mutual_information = tf.add_n([s[1] for s in statistics]) / len(statistics)
+        return loss, {"target_entropy": entropy,
+                      "target_mutual_information": mutual_information}
+
+
+def assignment_statistics(probabilities):
+    """(mean row entropy, mutual information) of soft assignments [B, K].
+
+    The mutual information between the row (image) and the column
+    (prototype) under a uniform choice of row is the entropy of the mean row
+    minus the mean row entropy: 0 when every row is the same distribution,
+    ln K when rows are one-hot and spread evenly over the K columns.
+    """
+    def entropy(p, axis):
+        return -tf.reduce_sum(p * tf.math.log(p + 1e-10), axis=axis)
+
+    probabilities = tf.cast(probabilities, tf.float32)
+    row_entropy = tf.reduce_mean(entropy(probabilities, axis=1))
+    return row_entropy, entropy(tf.reduce_mean(probabilities, axis=0), axis=0) - row_entropy

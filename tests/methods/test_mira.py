@@ -96,3 +96,41 @@ def test_loss_is_finite_with_two_crops_only():
     model = _mira()
     logs = model.fit(harness.batches(1), epochs=1, verbose=0).history
     assert np.isfinite(logs["loss"][0])
+
+
+def test_assignment_statistics_match_numpy_and_their_limits():
+    from keras_ssl.methods.mira import assignment_statistics
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.ones(5), size=7).astype("float32")
+    entropy, information = (float(v) for v in assignment_statistics(p))
+    rows = -(p * np.log(p)).sum(axis=1).mean()
+    marginal = p.mean(axis=0)
+    np.testing.assert_allclose(entropy, rows, rtol=1e-5)
+    np.testing.assert_allclose(information, -(marginal * np.log(marginal)).sum() - rows,
+                               rtol=1e-4)
+    # Identical rows carry no information; one-hot rows spread over all K, ln K.
+    same = assignment_statistics(np.repeat(p[:1], 7, axis=0))
+    np.testing.assert_allclose(float(same[1]), 0.0, atol=1e-5)
+    one_hot = np.eye(5, dtype="float32")
+    np.testing.assert_allclose([float(v) for v in assignment_statistics(one_hot)],
+                               [0.0, np.log(5)], atol=1e-5)
+
+
+def test_fit_logs_the_targets_entropy_and_mutual_information():
+    model = _mira()
+    outputs = model.forward_views(_views(), None, training=True)
+    _, logs = model.compute_loss_terms(outputs, training=True)
+    # NumPy: statistics of each teacher crop's targets, averaged over the two.
+    entropies, informations = [], []
+    for targets in outputs.targets:
+        t = targets.numpy().astype(np.float64)
+        rows = -(t * np.log(t)).sum(axis=1).mean()
+        m = t.mean(axis=0)
+        entropies.append(rows)
+        informations.append(-(m * np.log(m)).sum() - rows)
+    np.testing.assert_allclose(logs["target_entropy"], np.mean(entropies), rtol=1e-4)
+    np.testing.assert_allclose(logs["target_mutual_information"], np.mean(informations),
+                               rtol=1e-3, atol=1e-6)
+    history = model.fit(harness.batches(sizes=SIZES), epochs=1, verbose=0).history
+    assert 0.0 < history["target_entropy"][0] <= np.log(6) + 1e-5
+    assert 0.0 <= history["target_mutual_information"][0] <= np.log(6)
