@@ -49,6 +49,16 @@ def _bank_after(model, targets):
     return bank, rows
 
 
+def _same_label_rows(model, outputs, batch_indices, labels):
+    """(targets, bank after the enqueue, [B, M] mask of written rows with the anchor's label)."""
+    targets = model.normalized_targets(outputs).numpy()
+    bank, rows = _bank_after(model, targets)
+    bank_index = model.bank_indices.numpy().copy()
+    bank_index[rows] = batch_indices
+    bank_labels = np.where(bank_index >= 0, labels[np.maximum(bank_index, 0)], -1)
+    return targets, bank, labels[batch_indices][:, None] == bank_labels[None, :]
+
+
 def test_msf_neighbours_are_the_true_top_k_and_the_target_comes_first():
     model = _build("msf", topk=3)
     _fit(model, 1)  # 8 real targets in the 12-row bank
@@ -97,12 +107,7 @@ def test_cmsf_pseudo_label_constraint_never_picks_a_disallowed_row():
     views, indices = _batch(batch_indices)
     outputs = model.forward_views(views, indices, training=True)
     _, neighbors, _, constrained, constrained_sims, mask = model.constrained_search(outputs)
-    targets = model.normalized_targets(outputs).numpy()
-    bank, rows = _bank_after(model, targets)
-    bank_index = model.bank_indices.numpy().copy()
-    bank_index[rows] = batch_indices
-    bank_labels = np.where(bank_index >= 0, labels[np.maximum(bank_index, 0)], -1)
-    expected_mask = labels[batch_indices][:, None] == bank_labels[None, :]
+    targets, bank, expected_mask = _same_label_rows(model, outputs, batch_indices, labels)
     np.testing.assert_array_equal(mask, expected_mask)
     chosen = np.isfinite(constrained_sims.numpy())
     assert chosen[:, 0].all()  # the anchor itself is always allowed
@@ -223,12 +228,7 @@ def test_supervised_cmsf_takes_the_nearest_rows_of_the_class_and_only_them():
     batch_indices = np.arange(20, 28)
     views, indices = _batch(batch_indices)
     outputs = model.forward_views(views, indices, training=True)
-    targets = model.normalized_targets(outputs).numpy()
-    bank, rows = _bank_after(model, targets)
-    bank_index = model.bank_indices.numpy().copy()
-    bank_index[rows] = batch_indices
-    bank_labels = np.where(bank_index >= 0, labels[np.maximum(bank_index, 0)], -1)
-    same_class = labels[batch_indices][:, None] == bank_labels[None, :]
+    targets, bank, same_class = _same_label_rows(model, outputs, batch_indices, labels)
     # NumPy copy of train_cmsf_sup.py: other classes (and unwritten rows) at
     # distance 5, the top k by the target's distance, loss 2 - 2 q.u over them
     # (here every anchor has >= 3 rows of its class, so nothing is dropped).
