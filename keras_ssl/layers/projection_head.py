@@ -2,9 +2,12 @@
 
 import keras
 
+from keras_ssl.layers import pytorch_linear
+
 
 def mlp_head(input_dim, hidden_dims, output_dim, *, batch_norm=True,
-             output_batch_norm=False, synchronized_bn=False, name="head"):
+             output_batch_norm=False, synchronized_bn=False, pytorch_linear_init=False,
+             name="head"):
     """Builds `Dense -> [BN] -> ReLU` for each hidden width, then `Dense`.
 
     Args:
@@ -17,6 +20,9 @@ def mlp_head(input_dim, hidden_dims, output_dim, *, batch_norm=True,
             (SimCLR's last layer).
         synchronized_bn: statistics over the global batch; the papers sync BN
             across devices in their heads (SimCLR, BYOL).
+        pytorch_linear_init: weights and biases start as PyTorch's
+            `nn.Linear` does (`keras_ssl.layers.pytorch_linear`), for heads
+            whose recipe was tuned in PyTorch at that initialisation (MIRA).
         name: model name.
 
     Example:
@@ -24,16 +30,23 @@ def mlp_head(input_dim, hidden_dims, output_dim, *, batch_norm=True,
     >>> head.output_shape
     (None, 128)
     """
+    def dense(width, fan_in, use_bias, layer_name):
+        if not pytorch_linear_init:
+            return keras.layers.Dense(width, use_bias=use_bias, name=layer_name)
+        return keras.layers.Dense(width, use_bias=use_bias, name=layer_name,
+                                  kernel_initializer=pytorch_linear.dense_kernel(),
+                                  bias_initializer=pytorch_linear.uniform(fan_in))
+
     layers = [keras.Input((input_dim,))]
+    fan_in = input_dim
     for index, width in enumerate(hidden_dims):
-        layers.append(keras.layers.Dense(width, use_bias=not batch_norm,
-                                         name=f"{name}_dense{index}"))
+        layers.append(dense(width, fan_in, not batch_norm, f"{name}_dense{index}"))
+        fan_in = width
         if batch_norm:
             layers.append(keras.layers.BatchNormalization(
                 epsilon=1e-5, synchronized=synchronized_bn, name=f"{name}_bn{index}"))
         layers.append(keras.layers.ReLU(name=f"{name}_relu{index}"))
-    layers.append(keras.layers.Dense(output_dim, use_bias=not output_batch_norm,
-                                     name=f"{name}_out"))
+    layers.append(dense(output_dim, fan_in, not output_batch_norm, f"{name}_out"))
     if output_batch_norm:
         layers.append(keras.layers.BatchNormalization(
             epsilon=1e-5, center=False, scale=False, synchronized=synchronized_bn,

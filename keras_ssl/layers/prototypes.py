@@ -13,6 +13,8 @@ inside the forward pass and let the gradient flow through the normalisation.
 import keras
 import tensorflow as tf
 
+from keras_ssl.layers import pytorch_linear
+
 
 def _unit_rows(shape, dtype=None):
     """Glorot-uniform rows scaled to unit length (SwAV's first normalisation)."""
@@ -29,8 +31,14 @@ class Prototypes(keras.layers.Layer):
             through the normalisation (MIRA's weight-normalised head). When
             False (SwAV) the stored rows are used as they are, and the method
             calls `normalize()` after each optimizer step.
+        pytorch_linear_init: start the stored rows as PyTorch's `nn.Linear`
+            weight (uniform on +-1/sqrt(D), rows of length about 1/sqrt(3))
+            instead of unit rows. With `normalize_in_call` the scores do not
+            change, but the rows' length sets how fast they turn under SGD:
+            MIRA's weight-normalised head starts at that length.
 
-    `kernel` is `[K, D]`, one prototype a row, created unit-norm. It is
+    `kernel` is `[K, D]`, one prototype a row, created unit-norm (unless
+    `pytorch_linear_init`). It is
     created with ONLY_FIRST_REPLICA aggregation so that `normalize()` may
     assign it from inside a replica: every replica computes the same value
     from the same mirrored weights. The scores are computed in float32 under
@@ -48,15 +56,20 @@ class Prototypes(keras.layers.Layer):
     TensorShape([2, 5])
     """
 
-    def __init__(self, num_prototypes, normalize_in_call=False, **kwargs):
+    def __init__(self, num_prototypes, normalize_in_call=False, pytorch_linear_init=False,
+                 **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.num_prototypes = num_prototypes
         self.normalize_in_call = normalize_in_call
+        self.pytorch_linear_init = pytorch_linear_init
 
     def build(self, input_shape):
+        dim = int(input_shape[-1])
+        # The kernel is [K, D] (nn.Linear's weight layout): its fan-in is D.
+        initializer = pytorch_linear.uniform(dim) if self.pytorch_linear_init else _unit_rows
         self.kernel = self.add_weight(
-            shape=(self.num_prototypes, int(input_shape[-1])), initializer=_unit_rows,
+            shape=(self.num_prototypes, dim), initializer=initializer,
             dtype="float32", aggregation="only_first_replica", name="kernel")
 
     def prototypes(self, frozen=None):
@@ -84,4 +97,5 @@ class Prototypes(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_prototypes": self.num_prototypes,
-                "normalize_in_call": self.normalize_in_call}
+                "normalize_in_call": self.normalize_in_call,
+                "pytorch_linear_init": self.pytorch_linear_init}

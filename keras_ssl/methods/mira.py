@@ -106,10 +106,13 @@ class MIRA(MomentumMethod):
         self.num_iters = num_iters
         self.freeze_prototypes_steps = freeze_prototypes_steps
         hidden = (projection_hidden_dim, projection_hidden_dim)
+        # The official heads are PyTorch nn.Linear layers at their default
+        # initialisation; their scale sets how fast SGD turns them.
         self.projector = mlp_head(self.feature_dim, hidden, projection_dim,
-                                  synchronized_bn=synchronized_bn, name="projector")
+                                  synchronized_bn=synchronized_bn, pytorch_linear_init=True,
+                                  name="projector")
         self.prototypes = Prototypes(num_prototypes, normalize_in_call=True,
-                                     name="prototypes")
+                                     pytorch_linear_init=True, name="prototypes")
         self.prototypes.build((None, projection_dim))
         self.target_encoder = self.make_target(self.encoder, "target_encoder")
         self.target_projector = self.make_target(self.projector, "target_projector")
