@@ -46,8 +46,11 @@ def test_one_and_two_replicas_agree(name):
     expected = harness.weights_by_path(single)
     actual = harness.weights_by_path(mirrored)
     assert expected.keys() == actual.keys()
+    # Two replicas sum gradients and gather in another order: float32 noise
+    # of a few 1e-5 after two steps (MIRA's 5-iteration fixed point amplifies
+    # it most). A wrong reduction moves weights by the step size, ~1e-2 here.
     for path in expected:
-        np.testing.assert_allclose(actual[path], expected[path], rtol=1e-3, atol=2e-5,
+        np.testing.assert_allclose(actual[path], expected[path], rtol=1e-3, atol=5e-5,
                                    err_msg=path)
 
 
