@@ -138,8 +138,9 @@ def make_backbone(method, backbone, *, image_size, width_multiplier, zero_init_r
 
 
 def build_method(strategy, *, method, backbone, image_size, width_multiplier,
-                 method_kwargs, zero_init_residual=False, num_examples, total_steps, optimizer, learning_rate,
-                 weight_decay, warmup_steps, steps_per_epoch=None, labels=None,
+                 method_kwargs, num_examples, total_steps, optimizer, learning_rate,
+                 weight_decay, warmup_steps, zero_init_residual=False,
+                 steps_per_epoch=None, labels=None,
                  mixed_precision=False, jit_compile=False):
     """The compiled method with a built optimizer, every variable under `strategy`."""
     with strategy.scope():

@@ -34,7 +34,7 @@ def mlp_head(input_dim, hidden_dims, output_dim, *, batch_norm=True,
         if not pytorch_linear_init:
             return keras.layers.Dense(width, use_bias=use_bias, name=layer_name)
         return keras.layers.Dense(width, use_bias=use_bias, name=layer_name,
-                                  kernel_initializer=pytorch_linear.dense_kernel(),
+                                  kernel_initializer=pytorch_linear.uniform(fan_in),
                                   bias_initializer=pytorch_linear.uniform(fan_in))
 
     layers = [keras.Input((input_dim,))]

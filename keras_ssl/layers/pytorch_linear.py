@@ -13,15 +13,7 @@ sqrt(3) times longer than PyTorch's, so under the same optimizer they turn
 import keras
 
 
-def dense_kernel():
-    """Initializer of a Dense kernel [fan_in, fan_out] as nn.Linear's weight."""
-    # Var = scale / fan_in for a uniform on +-sqrt(3 scale / fan_in): scale 1/3
-    # gives +-1/sqrt(fan_in).
-    return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_in",
-                                              distribution="uniform")
-
-
 def uniform(fan_in):
-    """Uniform on +-1/sqrt(fan_in): nn.Linear's bias, or its weight in any layout."""
+    """Uniform on +-1/sqrt(fan_in): nn.Linear's weight (in any layout) and bias."""
     bound = fan_in ** -0.5
     return keras.initializers.RandomUniform(-bound, bound)

@@ -208,16 +208,27 @@ class CMSF(MSF):
                                                                mask=mask)
         return bank, neighbors, similarities, constrained, constrained_similarities, mask
 
-    def compute_loss_terms(self, outputs, training):
+    def constrained_terms(self, outputs):
+        """The constrained MSF loss and the search logs of one step.
+
+        Returns (loss, logs, bank, neighbors, mask): the unconstrained
+        `neighbors` [B, k] and the constraint `mask` [B, M] are there for the
+        terms a variant adds.
+        """
         (bank, neighbors, similarities, constrained, constrained_similarities,
-         _) = self.constrained_search(outputs)
+         mask) = self.constrained_search(outputs)
         allowed = tf.math.is_finite(constrained_similarities)
-        loss = 0.5 * (mean_shift_loss(outputs.predictions[0], bank, constrained, allowed)
-                      + mean_shift_loss(outputs.predictions[0], bank, neighbors))
+        loss = mean_shift_loss(outputs.predictions[0], bank, constrained, allowed)
         mean_allowed = (tf.reduce_sum(tf.where(allowed, constrained_similarities, 0.0))
                         / tf.reduce_sum(tf.cast(allowed, tf.float32)))
-        return loss, {"neighbor_similarity": tf.reduce_mean(similarities),
-                      "constrained_similarity": mean_allowed}
+        logs = {"neighbor_similarity": tf.reduce_mean(similarities),
+                "constrained_similarity": mean_allowed}
+        return loss, logs, bank, neighbors, mask
+
+    def compute_loss_terms(self, outputs, training):
+        constrained_loss, logs, bank, neighbors, _ = self.constrained_terms(outputs)
+        unconstrained_loss = mean_shift_loss(outputs.predictions[0], bank, neighbors)
+        return 0.5 * (constrained_loss + unconstrained_loss), logs
 
     def after_apply(self, outputs):
         targets = distribute.all_gather(self.normalized_targets(outputs))
@@ -292,13 +303,8 @@ class SupervisedCMSF(CMSF):
                          "there is nothing to cluster.")
 
     def compute_loss_terms(self, outputs, training):
-        (bank, neighbors, similarities, constrained, constrained_similarities,
-         same_class) = self.constrained_search(outputs)
-        allowed = tf.math.is_finite(constrained_similarities)
-        loss = mean_shift_loss(outputs.predictions[0], bank, constrained, allowed)
-        mean_allowed = (tf.reduce_sum(tf.where(allowed, constrained_similarities, 0.0))
-                        / tf.reduce_sum(tf.cast(allowed, tf.float32)))
+        # The official supervised loss is the constrained term alone.
+        loss, logs, _, neighbors, same_class = self.constrained_terms(outputs)
         purity = tf.reduce_mean(tf.cast(tf.gather(same_class, neighbors, batch_dims=1),
                                         tf.float32))
-        return loss, {"neighbor_similarity": tf.reduce_mean(similarities),
-                      "constrained_similarity": mean_allowed, "neighbor_purity": purity}
+        return loss, {**logs, "neighbor_purity": purity}
