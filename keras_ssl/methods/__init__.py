@@ -1,6 +1,9 @@
 """Self-supervised methods as keras.Models; `get(name, **kwargs)` builds one."""
 
 from keras_ssl.methods.base import Method, ViewOutputs
+from keras_ssl.methods.contract import Batch, LabeledBatch, RunContext, StepContext
+from keras_ssl.methods.outputs import (ContrastiveOutputs, DistillationOutputs, Outputs,
+                                      PrototypeOutputs)
 from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.cld import BYOLCLD, MoCoCLD, NPIDCLD
 from keras_ssl.methods.cmsf import CMSF, SupervisedCMSF

@@ -1,27 +1,33 @@
-"""The base every method shares: the training step, loss scaling, trackers.
+"""The base every method shares: the step template, loss scaling, trackers, config.
 
-A method supplies `forward_views` (views -> typed outputs), `compute_loss_terms`
-(outputs -> loss and logs) and, for stateful methods, `after_apply` (queues,
-banks, EMA targets). `call` returns encoder features, which is what `predict`,
-the kNN monitor and export see.
+A method supplies three hooks, each given the step's `StepContext`:
+
+- `forward(batch, ctx)`: a `Batch` in, a dataclass of its family out
+  (`keras_ssl.methods.outputs`);
+- `loss(outputs, ctx)`: `(loss, logs)`;
+- `after_apply(outputs, ctx)`: every change of state (EMA targets, queues,
+  banks, prototypes), after the optimizer step; nothing else writes state.
+
+and may ask for the features of the whole training set at epoch boundaries
+(`wants_epoch_features`, `epoch_features`, `on_epoch_features`; the trainer's
+`EpochFeaturePass` callback runs the pass). `call` returns encoder features,
+which is what `predict`, the kNN monitor and export see.
 """
 
-from typing import NamedTuple, Optional
-
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_ssl import distribute
 from keras_ssl.backbones import accept_any_image_size
+from keras_ssl.methods.contract import Batch, RunContext, StepContext
+from keras_ssl.objectives.probe import OnlineLinearProbe
+
+# TRANSITION: removed once every method returns a family dataclass.
+from typing import NamedTuple, Optional  # noqa: E402
 
 
 class ViewOutputs(NamedTuple):
-    """What `forward_views` hands to the loss; one entry per view in each tuple.
-
-    features: backbone features. projections: online head outputs.
-    predictions: predictor outputs (BYOL). targets: momentum-network
-    projections. indices: dataset indices of the batch rows.
-    """
     features: tuple = ()
     projections: tuple = ()
     predictions: tuple = ()
@@ -34,14 +40,23 @@ class Method(keras.Model):
 
     Args:
         encoder: a `keras.Model` from float images in [0, 1] to features.
-        objectives: add-on loss layers (e.g. CLD); each is called as
-            `objective(outputs, training=...) -> (weighted_loss, logs)`.
+        objectives: add-on loss layers (e.g. `CLD`); each is called as
+            `objective(outputs=outputs, training=...) -> (weighted_loss, logs)`.
+        logit_transforms: for contrastive methods (MoCo, SimCLR, NPID),
+            transforms of their logits applied in order
+            (`keras_ssl.losses.logit_transforms`): MoCHi's mixing, IFND's
+            masks, ASCL's soft targets.
+        run: the `RunContext` of the run (training-set size, steps per
+            epoch, epochs, seed); methods with a bank or a schedule read it.
+        probe_classes: when > 0, an online linear probe (solo-learn's habit):
+            a linear classifier on the detached features of the first view,
+            trained beside the method on the rows whose label is known, which
+            logs `probe_loss` and `probe_top1`. It never changes the encoder.
 
-    Subclasses set `recipe_name` (the view recipe the data pipeline must
-    build), `log_names` (extra scalars they return from
-    `compute_loss_terms`) and `mixed_image_sizes` (True when their views
-    come in several sizes). Batches are dicts with "views" (tuple of image
-    tensors) and "index" (dataset indices).
+    Subclasses set `recipe_name` (the view recipe the pipeline builds),
+    `log_names` (the scalars their hooks log; the base collects them over the
+    class hierarchy and the objectives, and owns every tracker) and
+    `mixed_image_sizes` (True when their views come in several sizes).
     """
 
     recipe_name = None
@@ -50,19 +65,50 @@ class Method(keras.Model):
     # make such an encoder with `backbones.get(..., any_image_size=True)`; an
     # encoder built for one size is relaxed here, so a user's works as well.
     mixed_image_sizes = False
+    # Whether the method needs the features of the whole training set at some
+    # epoch boundary; `fit` then insists on an `EpochFeaturePass` callback.
+    uses_epoch_features = False
 
-    def __init__(self, encoder, *, objectives=(), **kwargs):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # `.keras` files name the class; every method loads without custom_objects.
+        keras.saving.get_custom_objects()[f"keras_ssl>{cls.__name__}"] = cls
+
+    def __new__(cls, *args, **kwargs):
+        instance = super().__new__(cls, *args, **kwargs)
+        # The constructor's arguments are the config (`get_config`): a method's
+        # keyword arguments are its config keys.
+        object.__setattr__(instance, "_constructor_arguments", (args, dict(kwargs)))
+        return instance
+
+    def __init__(self, encoder, *, objectives=(), logit_transforms=(), run=None,
+                 probe_classes=0, **kwargs):
         super().__init__(**kwargs)
         if self.mixed_image_sizes:
             encoder = accept_any_image_size(encoder)
         self.encoder = encoder
-        self.objectives = list(objectives)
+        self.run = run if isinstance(run, RunContext) else RunContext(**(run or {}))
         self.feature_dim = int(encoder.output_shape[-1])
+        self.objectives = list(objectives)
+        self.logit_transforms = list(logit_transforms)
+        if probe_classes:
+            self.objectives.append(OnlineLinearProbe(probe_classes, self.feature_dim,
+                                                     name="online_probe"))
         self.loss_tracker = keras.metrics.Mean(name="loss")
-        names = list(self.log_names)
-        for objective in self.objectives:
-            names.extend(getattr(objective, "log_names", ()))
-        self.log_trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        names = []
+        for klass in reversed(type(self).__mro__):
+            names.extend(klass.__dict__.get("log_names", ()))
+        for addition in (*self.objectives, *self.logit_transforms):
+            names.extend(getattr(addition, "log_names", ()))
+        self.log_trackers = {name: keras.metrics.Mean(name=name)
+                             for name in dict.fromkeys(names)}
+
+    def __setattr__(self, name, value):
+        # Keras keeps `compile(loss=...)` in `self.loss`, which would hide the
+        # `loss` hook; methods take no compiled loss, so it is kept aside.
+        if name == "loss":
+            name = "compiled_loss_argument"
+        super().__setattr__(name, value)
 
     @property
     def metrics(self):
@@ -72,29 +118,57 @@ class Method(keras.Model):
         return self.encoder(images, training=training)
 
     # ---- hooks ---------------------------------------------------------------
-    def forward_views(self, views, indices, training):
+    def forward(self, batch, ctx):
+        """The family outputs of one `Batch` (see `keras_ssl.methods.outputs`)."""
         raise NotImplementedError
 
-    def compute_loss_terms(self, outputs, training):
+    def loss(self, outputs, ctx):
+        """`(loss, logs)` of the outputs; logs are scalars named in `log_names`."""
         raise NotImplementedError
 
-    def after_apply(self, outputs):
+    def after_apply(self, outputs, ctx):
         """State updates that must see the post-step weights (queues, banks, EMA)."""
 
     def update_variables(self):
-        """Variables the optimizer steps (SwAV leaves frozen prototypes out)."""
+        """Variables the optimizer steps (targets moved by EMA are left out)."""
         return self.trainable_variables
 
+    def wants_epoch_features(self, epoch):
+        """Whether `on_epoch_features` must run before 0-based epoch `epoch` (a Python int)."""
+        return False
+
+    def epoch_features(self, images):
+        """The features the epoch pass collects for a batch of un-augmented images."""
+        return self.encoder(images, training=False)
+
+    def on_epoch_features(self, features, ctx):
+        """Receives [N, D] features of the whole training set, in dataset-index order."""
+
+    def log(self, name, value):
+        """Adds `value` to the tracker `name`, which must be in `log_names`."""
+        if name not in self.log_trackers:
+            raise KeyError(f"{type(self).__name__} logs {name!r} but does not declare it in "
+                           f"log_names {tuple(self.log_trackers)}.")
+        self.log_trackers[name].update_state(value)
+
     # ---- template ------------------------------------------------------------
+    def step_context(self, training=True):
+        """The `StepContext` of the step about to be taken."""
+        return StepContext.at(self.optimizer.iterations,
+                              steps_per_epoch=self.run.steps_per_epoch,
+                              seed=self.run.seed, training=training)
+
     def train_step(self, data):
-        views = tuple(data["views"])
-        indices = data.get("index")
+        batch = Batch.from_element(data)
+        # Read before apply_gradients increments the counter: ctx.step names
+        # this step in every hook, after_apply included.
+        ctx = self.step_context()
         variables = self.update_variables()
         with tf.GradientTape() as tape:
-            outputs = self.forward_views(views, indices, training=True)
-            loss, logs = self.compute_loss_terms(outputs, training=True)
+            outputs = self.forward(batch, ctx)
+            loss, logs = self.loss(outputs, ctx)
             for objective in self.objectives:
-                objective_loss, objective_logs = objective(outputs, training=True)
+                objective_loss, objective_logs = objective(outputs=outputs, training=True)
                 loss += objective_loss
                 logs = {**logs, **objective_logs}
             # Each replica sees its share of the global batch and
@@ -102,17 +176,26 @@ class Method(keras.Model):
             # replica count applies the gradient of the global mean loss.
             # scale_loss is the identity unless mixed precision wraps the
             # optimizer in a LossScaleOptimizer.
-            scaled_loss = self.optimizer.scale_loss(
-                loss / distribute.num_replicas())
+            scaled_loss = self.optimizer.scale_loss(loss / distribute.num_replicas())
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        self.after_apply(outputs)
+        self.after_apply(outputs, ctx)
         # Trackers, not returned tensors: under MirroredStrategy a raw tensor
         # returned from train_step would be reported from one replica only.
         self.loss_tracker.update_state(loss)
         for name, value in logs.items():
-            self.log_trackers[name].update_state(value)
+            self.log(name, value)
         return {metric.name: metric.result() for metric in self.metrics}
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        if self.uses_epoch_features and not any(
+                getattr(callback, "provides_epoch_features", False)
+                for callback in callbacks or ()):
+            raise ValueError(
+                f"{type(self).__name__} needs the features of the whole training set at "
+                "epoch boundaries: pass callbacks=[keras_ssl.training.EpochFeaturePass("
+                "eval_dataset)] to fit, or train with keras_ssl.training.pretrain.")
+        return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def encode_views(self, views, training, *, together=True):
         """Backbone features of each view.
@@ -133,3 +216,39 @@ class Method(keras.Model):
             for position, output in zip(positions, outputs):
                 features[position] = output
         return tuple(features)
+
+    # ---- config --------------------------------------------------------------
+    def get_config(self):
+        args, kwargs = self._constructor_arguments
+        if args:
+            kwargs = {"encoder": args[0], **kwargs}
+        kwargs = {**kwargs, "run": self.run.get_config(), "name": self.name}
+        return {key: _serialize(value) for key, value in kwargs.items()}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{key: _deserialize(value) for key, value in config.items()})
+
+
+def _serialize(value):
+    if isinstance(value, (keras.layers.Layer, keras.initializers.Initializer)):
+        return {"__keras__": keras.saving.serialize_keras_object(value)}
+    if isinstance(value, np.ndarray):
+        return {"__array__": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, (list, tuple)):
+        return [_serialize(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _serialize(item) for key, item in value.items()}
+    return value
+
+
+def _deserialize(value):
+    if isinstance(value, dict) and "__keras__" in value:
+        return keras.saving.deserialize_keras_object(value["__keras__"])
+    if isinstance(value, dict) and "__array__" in value:
+        return np.array(value["__array__"], dtype=value["dtype"])
+    if isinstance(value, list):
+        return [_deserialize(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _deserialize(item) for key, item in value.items()}
+    return value

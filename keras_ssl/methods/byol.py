@@ -4,8 +4,8 @@ import tensorflow as tf
 
 from keras_ssl.layers import mlp_head
 from keras_ssl.losses import normalized_regression_loss
-from keras_ssl.methods.base import ViewOutputs
 from keras_ssl.methods.momentum import MomentumMethod
+from keras_ssl.methods.outputs import DistillationOutputs
 
 
 class BYOL(MomentumMethod):
@@ -23,13 +23,14 @@ class BYOL(MomentumMethod):
     The loss sums both directions, as the official code does: each term is
     2 - 2 cos(prediction, target) in [0, 4]. The target network runs in
     training mode (batch statistics, its own moving averages) and is updated
-    after the optimizer step. Each view is its own batch, as in the paper's code.
+    after the optimizer step with tau_k of the step k just taken
+    (`MomentumMethod.after_apply`). Each view is its own batch, as in the paper's code.
     Logs `z_std`, the std of normalised projections, a cheap collapse monitor
     (solo-learn): it tends to 0 if all images map to one point.
     """
 
     recipe_name = "byol"
-    log_names = ("momentum", "z_std")
+    log_names = ("z_std",)
 
     def __init__(self, encoder, *, projection_hidden_dim=4096, projection_dim=256,
                  prediction_hidden_dim=4096, base_momentum=0.996,
@@ -48,7 +49,8 @@ class BYOL(MomentumMethod):
         self.target_projector = self.make_target(self.projector, "target_projector")
         self.built = True
 
-    def forward_views(self, views, indices, training):
+    def forward(self, batch, ctx):
+        views, training = batch.views, ctx.training
         features = self.encode_views(views[:2], training, together=False)
         projections = tuple(self.projector(f, training=training) for f in features)
         predictions = tuple(self.predictor(p, training=training) for p in projections)
@@ -58,16 +60,12 @@ class BYOL(MomentumMethod):
             tf.stop_gradient(self.target_projector(
                 self.target_encoder(v, training=training), training=training))
             for v in views[:2])
-        return ViewOutputs(features=features, projections=projections,
-                           predictions=predictions, targets=targets, indices=indices)
+        return DistillationOutputs(features=features, projections=projections,
+                                   predictions=predictions, targets=targets,
+                                   index=batch.index, label=batch.label)
 
-    def compute_loss_terms(self, outputs, training):
+    def loss(self, outputs, ctx):
         (p1, p2), (t1, t2) = outputs.predictions, outputs.targets
         loss = normalized_regression_loss(p1, t2) + normalized_regression_loss(p2, t1)
         z = tf.math.l2_normalize(tf.cast(outputs.projections[0], tf.float32), axis=1)
         return loss, {"z_std": tf.reduce_mean(tf.math.reduce_std(z, axis=0))}
-
-    def after_apply(self, outputs):
-        # iterations was incremented by apply_gradients: the step just taken is
-        # iterations - 1, the k of tau_k in the paper.
-        self.update_targets(self.optimizer.iterations - 1)

@@ -5,8 +5,10 @@ import tensorflow as tf
 from keras_ssl import distribute
 from keras_ssl.layers import Queue, mlp_head
 from keras_ssl.losses import info_nce_loss
-from keras_ssl.methods.base import ViewOutputs
+from keras_ssl.losses.logit_transforms import (apply_transforms,
+                                               contrastive_cross_entropy, queue_logits)
 from keras_ssl.methods.momentum import MomentumMethod
+from keras_ssl.methods.outputs import ContrastiveOutputs
 from keras_ssl.objectives.cld import normalized_head
 
 
@@ -38,12 +40,18 @@ class MoCo(MomentumMethod):
             key's view index (2) to do the same; the view recipe must then
             make that many views (`num_views=3`). Excludes `symmetric`.
 
-    The key encoder is updated before computing the keys, as in the official
-    code; keys are all-gathered and enqueued after the step.
+    With `logit_transforms` the loss is computed from the queue logits after
+    each transform (`keras_ssl.losses.logit_transforms`); without, it is
+    plain InfoNCE.
+
+    The key encoder moves as in the official code, where it is updated just
+    before the keys are computed (see `MomentumMethod.targets_lead`); keys
+    are all-gathered and enqueued after the step. Random draws (the shuffle)
+    use stream 0 of the step context's seeds.
     """
 
     recipe_name = "moco_v2"
-    log_names = ("momentum",)
+    targets_lead = True
 
     def __init__(self, encoder, *, projection_hidden_dim=None, projection_dim=128,
                  queue_size=65536, temperature=0.2, momentum=0.999, symmetric=False,
@@ -71,18 +79,17 @@ class MoCo(MomentumMethod):
         self.queue = Queue(queue_size, projection_dim, seed=seed, name="queue")
         self.built = True
 
-    def _keys(self, images, training):
+    def _keys(self, images, ctx):
         """Key projections, with MoCo's shuffled BatchNorm across replicas."""
+        training = ctx.training
         local_batch = tf.shape(images)[0]
         shuffle = self.shuffle_bn and distribute.num_replicas() > 1
         if shuffle:
             all_images = distribute.all_gather(images)
             # Every replica draws the same permutation: the seed depends only
             # on the step, not on the replica.
-            seed = tf.stack([tf.cast(self.optimizer.iterations, tf.int32),
-                             tf.constant(self.seed, tf.int32)])
             order = tf.argsort(tf.random.stateless_uniform(
-                [tf.shape(all_images)[0]], seed))
+                [tf.shape(all_images)[0]], ctx.seed_for(0)))
             images = distribute.local_rows(tf.gather(all_images, order), local_batch)
         keys = self.key_projector(self.key_encoder(images, training=training),
                                   training=training)
@@ -92,8 +99,8 @@ class MoCo(MomentumMethod):
             keys = distribute.local_rows(keys, local_batch)
         return tf.stop_gradient(keys)
 
-    def forward_views(self, views, indices, training):
-        self.update_targets(self.optimizer.iterations)
+    def forward(self, batch, ctx):
+        views, training = batch.views, ctx.training
         # No ordering between the query and key branches is needed: replicas
         # match collectives (shuffle all-gathers, synchronized BatchNorm) by
         # instance keys assigned at trace time, not by execution order.
@@ -104,24 +111,34 @@ class MoCo(MomentumMethod):
         two_queries = self.symmetric or self.shared_key_view is not None
         query_views = views[:2] if two_queries else views[:1]
         features = self.encode_views(query_views, training)
-        projections = tuple(self.projector(f, training=training) for f in features)
+        queries = tuple(self.projector(f, training=training) for f in features)
         if self.shared_key_view is not None:
             # One key per image, the positive of both queries (one entry per
             # query, so the loss pairs them like the symmetric case).
-            targets = (self._keys(views[self.shared_key_view], training),) * 2
+            keys = (self._keys(views[self.shared_key_view], ctx),) * 2
         else:
             key_views = (views[1], views[0]) if self.symmetric else (views[1],)
-            targets = tuple(self._keys(v, training) for v in key_views)
-        return ViewOutputs(features=features, projections=projections,
-                           targets=targets, indices=indices)
+            keys = tuple(self._keys(v, ctx) for v in key_views)
+        return ContrastiveOutputs(features=features, queries=queries, keys=keys,
+                                  index=batch.index, label=batch.label)
 
-    def compute_loss_terms(self, outputs, training):
+    def loss(self, outputs, ctx):
         queue = self.queue.keys.value
-        losses = [info_nce_loss(q, k, queue, temperature=self.temperature)
-                  for q, k in zip(outputs.projections, outputs.targets)]
-        return tf.add_n(losses) / len(losses), {}
+        if not self.logit_transforms:
+            losses = [info_nce_loss(q, k, queue, temperature=self.temperature)
+                      for q, k in zip(outputs.queries, outputs.keys)]
+            return tf.add_n(losses) / len(losses), {}
+        losses, logs = [], {}
+        for q, k in zip(outputs.queries, outputs.keys):
+            logits = apply_transforms(
+                queue_logits(q, k, queue, temperature=self.temperature,
+                             index=outputs.index), self.logit_transforms, ctx)
+            loss, logs = contrastive_cross_entropy(logits)
+            losses.append(loss)
+        return tf.add_n(losses) / len(losses), logs
 
-    def after_apply(self, outputs):
+    def after_apply(self, outputs, ctx):
+        super().after_apply(outputs, ctx)  # the key encoder, for the next step
         # Enqueue the keys of every replica so all queues hold the same rows.
-        keys = tf.math.l2_normalize(tf.cast(outputs.targets[0], tf.float32), axis=1)
+        keys = tf.math.l2_normalize(tf.cast(outputs.keys[0], tf.float32), axis=1)
         self.queue.enqueue(distribute.all_gather(keys))

@@ -18,20 +18,34 @@ class MomentumMethod(Method):
         final_momentum: tau at `total_steps`; the schedule is BYOL's cosine
             tau_k = 1 - (1 - base) * (cos(pi k / K) + 1) / 2, rescaled to end at
             `final_momentum`. Equal values give a constant momentum (MoCo).
-        total_steps: K, the optimizer steps of the whole run; None keeps tau at
-            `base_momentum`.
+        total_steps: K, the optimizer steps of the whole run; None takes it
+            from the run context, and without one tau stays at `base_momentum`.
 
     Subclasses call `make_target(online)` in `__init__` for each network to
-    average, and `update_targets()` where their paper updates (MoCo: before
-    computing keys; BYOL: after the optimizer step).
+    average. The targets move in `after_apply` (the only hook that changes
+    state), right after the optimizer step:
+
+    - `targets_lead = False` (BYOL): with tau of the step just taken, as the
+      official BYOL code updates after its optimizer step.
+    - `targets_lead = True` (MoCo, MSF, MIRA): their official code moves the
+      key encoder at the start of step k, before the key pass, with tau_k.
+      The online weights are then those after step k-1's update, which are
+      also the weights right after that update; so moving the targets at the
+      end of step k-1 with tau_k gives every forward pass the same targets
+      (bit for bit: at step 0 the targets equal the online networks and the
+      update changes nothing). The last step's update is one the official
+      run never makes; only the targets see it.
     """
+
+    log_names = ("momentum",)
+    targets_lead = False
 
     def __init__(self, encoder, *, base_momentum, final_momentum=None,
                  total_steps=None, **kwargs):
         super().__init__(encoder, **kwargs)
         self.base_momentum = base_momentum
         self.final_momentum = base_momentum if final_momentum is None else final_momentum
-        self.total_steps = total_steps
+        self.total_steps = total_steps or self.run.total_steps
         self._ema_pairs = []
         self._target_variable_ids = set()
 
@@ -70,8 +84,12 @@ class MomentumMethod(Method):
         cosine = (tf.cos(math.pi * progress) + 1.0) / 2.0
         return self.final_momentum - (self.final_momentum - self.base_momentum) * cosine
 
-    def update_targets(self, step):
-        tau = self.momentum_at(step)
+    def after_apply(self, outputs, ctx):
+        self.update_targets(ctx)
+
+    def update_targets(self, ctx):
+        """Moves every target towards its online network (see `targets_lead`)."""
+        tau = self.momentum_at(ctx.step + 1 if self.targets_lead else ctx.step)
         for online, target in self._ema_pairs:
             target.assign(target + (1.0 - tf.cast(tau, target.dtype)) * (online - target))
-        self.log_trackers["momentum"].update_state(tau)
+        self.log("momentum", tau)

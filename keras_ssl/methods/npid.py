@@ -5,7 +5,8 @@ import tensorflow as tf
 from keras_ssl import distribute
 from keras_ssl.layers import IndexedMemoryBank, mlp_head
 from keras_ssl.losses import non_parametric_softmax_loss
-from keras_ssl.methods.base import Method, ViewOutputs
+from keras_ssl.methods.base import Method
+from keras_ssl.methods.outputs import ContrastiveOutputs
 
 
 class NPID(Method):
@@ -13,7 +14,8 @@ class NPID(Method):
 
     Args:
         encoder: backbone.
-        num_examples: size of the training set (one memory row each).
+        num_examples: size of the training set (one memory row each); None
+            takes it from the run context.
         projection_dim: embedding width (128, a linear layer as in the paper).
         temperature: 0.1, the CIFAR setting of the official code (`--nce-t`).
         bank_momentum: memory update `m <- norm(0.5 m + 0.5 v)`.
@@ -28,9 +30,13 @@ class NPID(Method):
 
     recipe_name = "npid"
 
-    def __init__(self, encoder, *, num_examples, projection_dim=128,
+    def __init__(self, encoder, *, num_examples=None, projection_dim=128,
                  temperature=0.1, bank_momentum=0.5, seed=0, **kwargs):
         super().__init__(encoder, **kwargs)
+        num_examples = num_examples or self.run.num_examples
+        if not num_examples:
+            raise ValueError("NPID keeps a memory row per training example: give "
+                             "num_examples or run=RunContext(num_examples=...).")
         self.temperature = temperature
         self.projector = mlp_head(self.feature_dim, (), projection_dim,
                                   batch_norm=False, name="projector")
@@ -39,21 +45,22 @@ class NPID(Method):
                                         name="memory")
         self.built = True
 
-    def forward_views(self, views, indices, training):
-        features = self.encode_views(views, training)
-        projections = tuple(
-            tf.math.l2_normalize(tf.cast(self.projector(f, training=training),
+    def forward(self, batch, ctx):
+        features = self.encode_views(batch.views, ctx.training)
+        queries = tuple(
+            tf.math.l2_normalize(tf.cast(self.projector(f, training=ctx.training),
                                          tf.float32), axis=1)
             for f in features)
-        return ViewOutputs(features=features, projections=projections, indices=indices)
+        return ContrastiveOutputs(features=features, queries=queries, index=batch.index,
+                                  label=batch.label)
 
-    def compute_loss_terms(self, outputs, training):
+    def loss(self, outputs, ctx):
         bank = self.memory.rows.value
-        losses = [non_parametric_softmax_loss(p, bank, outputs.indices,
+        losses = [non_parametric_softmax_loss(q, bank, outputs.index,
                                               temperature=self.temperature)
-                  for p in outputs.projections]
+                  for q in outputs.queries]
         return tf.add_n(losses) / len(losses), {}
 
-    def after_apply(self, outputs):
-        self.memory.update(distribute.all_gather(outputs.indices),
-                           distribute.all_gather(outputs.projections[0]))
+    def after_apply(self, outputs, ctx):
+        self.memory.update(distribute.all_gather(outputs.index),
+                           distribute.all_gather(outputs.queries[0]))

@@ -5,7 +5,8 @@ import tensorflow as tf
 from keras_ssl import distribute
 from keras_ssl.layers import mlp_head
 from keras_ssl.losses import nt_xent_loss
-from keras_ssl.methods.base import Method, ViewOutputs
+from keras_ssl.methods.base import Method
+from keras_ssl.methods.outputs import ContrastiveOutputs
 
 
 class SimCLR(Method):
@@ -42,13 +43,14 @@ class SimCLR(Method):
             projection_dim, synchronized_bn=synchronized_bn, name="projector")
         self.built = True
 
-    def forward_views(self, views, indices, training):
-        features = self.encode_views(views[:2], training)
-        projections = tuple(self.projector(f, training=training) for f in features)
-        return ViewOutputs(features=features, projections=projections, indices=indices)
+    def forward(self, batch, ctx):
+        features = self.encode_views(batch.views[:2], ctx.training)
+        queries = tuple(self.projector(f, training=ctx.training) for f in features)
+        return ContrastiveOutputs(features=features, queries=queries, index=batch.index,
+                                  label=batch.label)
 
-    def compute_loss_terms(self, outputs, training):
-        a, b = outputs.projections
+    def loss(self, outputs, ctx):
+        a, b = outputs.queries
         loss = nt_xent_loss(
             a, b, distribute.all_gather(a), distribute.all_gather(b),
             distribute.global_offset(tf.shape(a)[0]),

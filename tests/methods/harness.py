@@ -72,7 +72,8 @@ def batches(num_batches=2, seed=0, image_size=16, sizes=None):
                   for size in sizes or (image_size, image_size))
     indices = rng.permutation(NUM_EXAMPLES)[:count].astype("int64")
     return tf.data.Dataset.from_tensor_slices(
-        {"views": views, "index": indices}).batch(GLOBAL_BATCH, drop_remainder=True)
+        {"views": views, "index": indices, "label": indices % 3}).batch(
+            GLOBAL_BATCH, drop_remainder=True)
 
 
 def mirrored_strategy():

@@ -1,0 +1,103 @@
+"""Contrastive logits as a value, and the transforms that change them.
+
+Variants of a contrastive loss differ in what they do to its logits before
+the softmax, not in the encoder: MoCHi appends mixed hard negatives, IFND
+masks false negatives, ASCL softens the one-hot target, XMoCo adds
+cross-similarity terms. Each is a *logit transform*: a pure function of a
+`ContrastiveLogits` value (and the step's context) that returns a new one.
+MoCo, SimCLR and NPID take a list of them (`logit_transforms=[...]`), so a
+variant is a keyword, not a subclass per combination.
+
+The loss of a `ContrastiveLogits` is the cross-entropy of its targets against
+the softmax of its logits over the columns its mask keeps, plus its extra
+terms (`contrastive_cross_entropy`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class ContrastiveLogits:
+    """One batch of a contrastive loss before the softmax.
+
+    Attributes:
+        logits: [B, C] float32 scores divided by the temperature.
+        targets: [B, C] float32 target distribution of each row (one-hot on
+            the positive for InfoNCE).
+        mask: [B, C] bool, False for columns left out of the softmax (and
+            the target); None keeps every column.
+        queries: [B, D] unit-norm embeddings that are classified.
+        positives: [B, D] unit-norm positive of each query (MoCo's keys), or None.
+        negatives: [M, D] unit-norm shared negatives (a queue, a bank), or None.
+        temperature: the temperature the logits were divided by.
+        index: [B] dataset indices of the queries, or None.
+        extra_losses: named scalar terms added to the loss (regularisers).
+    """
+
+    logits: tf.Tensor
+    targets: tf.Tensor
+    mask: Optional[tf.Tensor] = None
+    queries: Optional[tf.Tensor] = None
+    positives: Optional[tf.Tensor] = None
+    negatives: Optional[tf.Tensor] = None
+    temperature: float = 1.0
+    index: Optional[tf.Tensor] = None
+    extra_losses: dict = dataclasses.field(default_factory=dict)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+def queue_logits(queries, keys, negatives, *, temperature, index=None):
+    """InfoNCE's logits: [q.k, q.negatives] / t, the positive in column 0.
+
+    Args:
+        queries: [B, D] online embeddings (normalised here).
+        keys: [B, D] positives (normalised here, no gradient).
+        negatives: [M, D] unit-norm negatives (no gradient).
+        temperature: softmax temperature.
+        index: optional [B] dataset indices, for transforms that need them.
+    """
+    queries = tf.math.l2_normalize(tf.cast(queries, tf.float32), axis=1)
+    keys = tf.stop_gradient(tf.math.l2_normalize(tf.cast(keys, tf.float32), axis=1))
+    negatives = tf.stop_gradient(tf.cast(negatives, tf.float32))
+    positive = tf.reduce_sum(queries * keys, axis=1, keepdims=True)
+    logits = tf.concat([positive, tf.matmul(queries, negatives, transpose_b=True)],
+                       axis=1) / temperature
+    targets = tf.one_hot(tf.zeros(tf.shape(queries)[0], tf.int32), tf.shape(logits)[1])
+    return ContrastiveLogits(logits=logits, targets=targets, queries=queries,
+                             positives=keys, negatives=negatives,
+                             temperature=temperature, index=index)
+
+
+def contrastive_cross_entropy(logits: ContrastiveLogits):
+    """(mean cross-entropy + extra terms, logs of the extra terms).
+
+    Masked columns get a logit of -inf-like size and no target mass, so they
+    leave both the softmax's denominator and the target.
+    """
+    scores = logits.logits
+    targets = logits.targets
+    if logits.mask is not None:
+        scores = tf.where(logits.mask, scores, tf.constant(-1e9, scores.dtype))
+        targets = tf.where(logits.mask, targets, 0.0)
+        targets /= tf.maximum(tf.reduce_sum(targets, axis=1, keepdims=True), 1e-12)
+    loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(targets, scores))
+    for term in logits.extra_losses.values():
+        loss += term
+    return loss, dict(logits.extra_losses)
+
+
+def apply_transforms(logits: ContrastiveLogits, transforms, ctx):
+    """Runs each transform in order: `transform(logits, ctx) -> ContrastiveLogits`."""
+    for transform in transforms:
+        logits = transform(logits, ctx)
+        if not isinstance(logits, ContrastiveLogits):
+            raise TypeError(f"The logit transform {transform!r} must return "
+                            f"ContrastiveLogits, got {type(logits).__name__}.")
+    return logits
