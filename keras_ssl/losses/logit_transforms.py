@@ -75,6 +75,52 @@ def queue_logits(queries, keys, negatives, *, temperature, index=None):
                              temperature=temperature, index=index)
 
 
+def batch_logits(anchors, same_view, other_view, offset, *, temperature, index=None):
+    """NT-Xent's logits of one direction, negatives from the global batch.
+
+    Columns are [anchors . other_view, anchors . same_view] over the G global
+    rows: the positive of local row i is column offset + i, and its own
+    similarity (column G + offset + i) is masked out.
+
+    Args:
+        anchors: [B, D] local embeddings (normalised here).
+        same_view, other_view: [G, D] all-gathered embeddings of the anchors'
+            view and of the other view (normalised here, with gradients).
+        offset: global row of local row 0.
+        temperature: softmax temperature.
+        index: optional [B] dataset indices.
+    """
+    anchors = tf.math.l2_normalize(tf.cast(anchors, tf.float32), axis=1)
+    same_view = tf.math.l2_normalize(tf.cast(same_view, tf.float32), axis=1)
+    other_view = tf.math.l2_normalize(tf.cast(other_view, tf.float32), axis=1)
+    global_batch = tf.shape(same_view)[0]
+    rows = tf.range(tf.shape(anchors)[0]) + offset
+    logits = tf.concat([tf.matmul(anchors, other_view, transpose_b=True),
+                        tf.matmul(anchors, same_view, transpose_b=True)], axis=1) / temperature
+    mask = tf.logical_not(tf.cast(tf.one_hot(global_batch + rows, 2 * global_batch), tf.bool))
+    return ContrastiveLogits(logits=logits, targets=tf.one_hot(rows, 2 * global_batch),
+                             mask=mask, queries=anchors, positives=tf.gather(other_view, rows),
+                             negatives=None, temperature=temperature, index=index)
+
+
+def bank_logits(queries, bank, index, *, temperature):
+    """NPID's logits: each query against every memory row; its own row is the positive.
+
+    Args:
+        queries: [B, D] embeddings (normalised here).
+        bank: [N, D] memory rows (no gradient).
+        index: [B] dataset indices, the positive column of each query.
+        temperature: softmax temperature.
+    """
+    queries = tf.math.l2_normalize(tf.cast(queries, tf.float32), axis=1)
+    bank = tf.stop_gradient(tf.cast(bank, tf.float32))
+    logits = tf.matmul(queries, bank, transpose_b=True) / temperature
+    return ContrastiveLogits(logits=logits,
+                             targets=tf.one_hot(tf.cast(index, tf.int32), tf.shape(bank)[0]),
+                             queries=queries, positives=tf.gather(bank, index),
+                             negatives=bank, temperature=temperature, index=index)
+
+
 def contrastive_cross_entropy(logits: ContrastiveLogits):
     """(mean cross-entropy + extra terms, logs of the extra terms).
 

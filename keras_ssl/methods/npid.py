@@ -5,6 +5,8 @@ import tensorflow as tf
 from keras_ssl import distribute
 from keras_ssl.layers import IndexedMemoryBank, mlp_head
 from keras_ssl.losses import non_parametric_softmax_loss
+from keras_ssl.losses.logit_transforms import (apply_transforms, bank_logits,
+                                               contrastive_cross_entropy)
 from keras_ssl.methods.base import Method
 from keras_ssl.methods.outputs import ContrastiveOutputs
 
@@ -56,10 +58,19 @@ class NPID(Method):
 
     def loss(self, outputs, ctx):
         bank = self.memory.rows.value
-        losses = [non_parametric_softmax_loss(q, bank, outputs.index,
-                                              temperature=self.temperature)
-                  for q in outputs.queries]
-        return tf.add_n(losses) / len(losses), {}
+        if not self.logit_transforms:
+            losses = [non_parametric_softmax_loss(q, bank, outputs.index,
+                                                  temperature=self.temperature)
+                      for q in outputs.queries]
+            return tf.add_n(losses) / len(losses), {}
+        losses, logs = [], {}
+        for q in outputs.queries:
+            logits = apply_transforms(
+                bank_logits(q, bank, outputs.index, temperature=self.temperature),
+                self.logit_transforms, ctx)
+            loss, logs = contrastive_cross_entropy(logits)
+            losses.append(loss)
+        return tf.add_n(losses) / len(losses), logs
 
     def after_apply(self, outputs, ctx):
         self.memory.update(distribute.all_gather(outputs.index),

@@ -5,6 +5,8 @@ import tensorflow as tf
 from keras_ssl import distribute
 from keras_ssl.layers import mlp_head
 from keras_ssl.losses import nt_xent_loss
+from keras_ssl.losses.logit_transforms import (apply_transforms, batch_logits,
+                                               contrastive_cross_entropy)
 from keras_ssl.methods.base import Method
 from keras_ssl.methods.outputs import ContrastiveOutputs
 
@@ -51,8 +53,19 @@ class SimCLR(Method):
 
     def loss(self, outputs, ctx):
         a, b = outputs.queries
-        loss = nt_xent_loss(
-            a, b, distribute.all_gather(a), distribute.all_gather(b),
-            distribute.global_offset(tf.shape(a)[0]),
-            temperature=self.temperature)
-        return loss, {}
+        global_a, global_b = distribute.all_gather(a), distribute.all_gather(b)
+        offset = distribute.global_offset(tf.shape(a)[0])
+        if not self.logit_transforms:
+            return nt_xent_loss(a, b, global_a, global_b, offset,
+                                temperature=self.temperature), {}
+        # The same two directions as NT-Xent, each through the transforms.
+        losses, logs = [], {}
+        for anchors, same_view, other_view in ((a, global_a, global_b),
+                                               (b, global_b, global_a)):
+            logits = apply_transforms(
+                batch_logits(anchors, same_view, other_view, offset,
+                             temperature=self.temperature, index=outputs.index),
+                self.logit_transforms, ctx)
+            loss, logs = contrastive_cross_entropy(logits)
+            losses.append(loss)
+        return (losses[0] + losses[1]) / 2.0, logs
