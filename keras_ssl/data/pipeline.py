@@ -4,6 +4,13 @@ The training stream is a pure function of (seed, epoch): epoch e shuffles the wh
 with a stateless permutation seeded by (seed, e), cuts it into batches and hands batch k
 the augmentation seed [epoch_key(seed, e), k]. Resuming at epoch e therefore replays
 exactly what an uninterrupted run would have seen, without saving iterator state.
+
+A semi-supervised run adds a labeled stream (`LabeledStream`): element t also carries labeled
+batch t, drawn by a class-balanced sampler that is a pure function of (seed, global step t =
+epoch * steps_per_epoch + step), so it resumes exactly too. The unlabeled split alone sets
+the epoch length. Labeled batch k of epoch e gets the augmentation seed
+[labeled_key(seed, e), -1 - k]: its second entry is negative, so it never equals an
+unlabeled batch's seed.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from keras_ssl.data.labeled_stream import LabeledReader, LabeledStream
 from keras_ssl.data.readers import FileReader, InMemoryReader
 from keras_ssl.data.split import Split
 
@@ -66,15 +74,29 @@ class _BatchLayout:
     def replicas_per_pipeline(self) -> int:
         return self.num_replicas // self.num_pipelines
 
+    def step_and_replica(self, local_batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(step in epoch, global replica id) of this pipeline's `local_batch`-th batch."""
+        step, replica = local_batch // self.replicas_per_pipeline, local_batch % self.replicas_per_pipeline
+        return step, self.pipeline_id * self.replicas_per_pipeline + replica
+
     def global_batch_index(self, local_batch: tf.Tensor) -> tf.Tensor:
         """Number of this pipeline's `local_batch`-th batch in a single-pipeline stream."""
-        step, replica = local_batch // self.replicas_per_pipeline, local_batch % self.replicas_per_pipeline
-        return step * self.num_replicas + self.pipeline_id * self.replicas_per_pipeline + replica
+        step, replica = self.step_and_replica(local_batch)
+        return step * self.num_replicas + replica
 
 
 def _epoch_key(seed: int, epoch: tf.Tensor) -> tf.Tensor:
     """int32 scalar mixing (seed, epoch); first half of every batch's augmentation seed."""
     pair = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.stateless_uniform([], seed=pair, minval=None, maxval=None, dtype=tf.int32)
+
+
+def _labeled_epoch_key(seed: int, epoch: tf.Tensor) -> tf.Tensor:
+    """The labeled stream's twin of `_epoch_key`, from the pair (seed, -1 - epoch).
+
+    Epochs are >= 0, so this pair is never one that `_epoch_key` uses.
+    """
+    pair = tf.stack([tf.constant(seed, tf.int64), -1 - tf.cast(epoch, tf.int64)])
     return tf.random.stateless_uniform([], seed=pair, minval=None, maxval=None, dtype=tf.int32)
 
 
@@ -91,19 +113,53 @@ def _epoch_positions(num_examples: int, steps: int, layout: _BatchLayout, seed: 
     return tf.reshape(order, [-1, layout.per_replica_batch])
 
 
-def _views(view_fn):
-    """Wraps view_fn(images uint8 [B,H,W,3], seed int32 [2]) into a batch -> element map."""
+def plain_views(images: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor]:
+    """A view_fn without augmentation: one view, the images as float32 in [0, 1].
+
+    What view_fn=None gives the unlabeled stream; pass it as the labeled stream's view_fn
+    for un-augmented labeled images beside augmented unlabeled ones.
+    """
+    del seed  # nothing random
+    return (tf.cast(images, tf.float32) / 255.0,)
+
+
+def _apply_view_fn(view_fn, images: tf.Tensor, seed: tf.Tensor) -> tuple:
+    views = (view_fn or plain_views)(images, seed)
+    return tuple(views) if isinstance(views, (tuple, list)) else (views,)
+
+
+def _views(view_fn, labeled_view_fn=None):
+    """Wraps view_fn(images uint8 [B,H,W,3], seed int32 [2]) into a batch -> element map.
+
+    A batch with a "labeled" part gets its views from `labeled_view_fn`.
+    """
 
     def make_views(batch):
-        images, seed = batch["images"], batch["seed"]
-        if view_fn is None:
-            views = (tf.cast(images, tf.float32) / 255.0,)
-        else:
-            views = view_fn(images, seed)
-            views = tuple(views) if isinstance(views, (tuple, list)) else (views,)
-        return {"views": views, "index": batch["index"], "label": batch["label"]}
+        element = {
+            "views": _apply_view_fn(view_fn, batch["images"], batch["seed"]),
+            "index": batch["index"],
+            "label": batch["label"],
+        }
+        if "labeled" in batch:
+            labeled = batch["labeled"]
+            element["labeled"] = {
+                "views": _apply_view_fn(labeled_view_fn, labeled["images"], labeled["seed"]),
+                "label": labeled["label"],
+                "index": labeled["index"],
+            }
+        return element
 
     return make_views
+
+
+def _labeled_layout(labeled: LabeledStream, layout: _BatchLayout) -> int:
+    """The labeled batch rows of one replica; the labeled batch must divide by the replicas."""
+    if labeled.batch_size % layout.num_replicas:
+        raise ValueError(
+            f"The labeled batch_size={labeled.batch_size} does not divide by the "
+            f"{layout.num_replicas} replicas in sync; pick a multiple of the replica count."
+        )
+    return labeled.batch_size // layout.num_replicas
 
 
 def _deterministic(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -122,6 +178,8 @@ def train_dataset(
     epochs: int | None = None,
     input_context: tf.distribute.InputContext | None = None,
     image_size: int | None = None,
+    labeled: LabeledStream | None = None,
+    hide_labels: bool = False,
 ) -> tf.data.Dataset:
     """Training batches of augmented views, deterministic in (seed, epoch).
 
@@ -144,10 +202,19 @@ def train_dataset(
         input_context: a tf.distribute.InputContext, to shard across input pipelines.
         image_size: resize images to image_size x image_size (needed for streamed splits
             whose files differ in size).
+        labeled: a second, labeled stream drawn beside this one (semi-supervised runs).
+            Element t then also carries labeled batch t (global step t = epoch *
+            steps_per_epoch + step), drawn class-balanced by `ClassBalancedSampler`; its
+            global batch size `labeled.batch_size` is cut across replicas like
+            `batch_size` and must divide by their number. Epochs remain those of `split`.
+        hide_labels: set the unlabeled stream's "label" to -1, so that a semi-supervised
+            loss cannot see the labels of `split` (the labeled stream keeps its own).
 
     Returns:
         A dataset of {"views": tuple of float32 [b, ...], "index": int64 [b] positions in
-        `split`, "label": int64 [b]}.
+        `split`, "label": int64 [b] (-1 where unknown or hidden)}, plus, with `labeled`,
+        "labeled": {"views": tuple of float32 [l, ...], "label": int64 [l], "index": int64
+        [l] positions in `labeled.split`} with l = the labeled per-replica batch size.
     """
     layout = _BatchLayout.create(batch_size, input_context)
     steps = steps_per_epoch(split, layout.global_batch)
@@ -157,6 +224,23 @@ def train_dataset(
         reader = InMemoryReader(split, image_size)
     else:
         reader = FileReader(split, image_size)
+
+    labeled_reader = None
+    if labeled is not None:
+        if not isinstance(labeled, LabeledStream):
+            raise TypeError(f"labeled must be a LabeledStream, got {type(labeled).__name__}.")
+        labeled_rows = _labeled_layout(labeled, layout)
+        labeled_reader = LabeledReader(
+            labeled, seed=seed, image_size=image_size, shared_split=split, shared_reader=reader
+        )
+
+    def with_labeled(epoch, labeled_key, local_number, element):
+        """Adds this replica's share of labeled batch t (t = the global step) to an element."""
+        step, replica = layout.step_and_replica(local_number)
+        global_step = tf.cast(epoch, tf.int64) * steps + step
+        batch = labeled_reader(global_step, replica * labeled_rows, labeled_rows)
+        number = tf.cast(step * layout.num_replicas + replica, tf.int32)
+        return {**element, "labeled": {**batch, "seed": tf.stack([labeled_key, -1 - number])}}
 
     def epoch_batches(epoch):
         positions = _epoch_positions(num_examples, steps, layout, seed, epoch)
@@ -172,16 +256,30 @@ def train_dataset(
         def add_seed(local_number, batch):
             # Numbered as in a 1-pipeline run, so every replica's batch gets its own seed.
             number = tf.cast(layout.global_batch_index(local_number), tf.int32)
-            return {**batch, "seed": tf.stack([key, number])}
+            element = {**batch, "seed": tf.stack([key, number])}
+            if hide_labels:
+                element["label"] = tf.fill(tf.shape(batch["label"]), tf.constant(-1, tf.int64))
+            return element
 
-        return batches.enumerate().map(add_seed)
+        numbered = batches.enumerate()
+        if labeled_reader is None:
+            return numbered.map(add_seed)
+        labeled_key = _labeled_epoch_key(seed, epoch)
+
+        def add_seed_and_labeled(local_number, batch):
+            return with_labeled(epoch, labeled_key, local_number, add_seed(local_number, batch))
+
+        return numbered.map(add_seed_and_labeled, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     if epochs is None:
         epoch_numbers = tf.data.Dataset.counter(start_epoch)
     else:
         epoch_numbers = tf.data.Dataset.range(start_epoch, max(start_epoch, epochs))
     dataset = epoch_numbers.flat_map(epoch_batches)
-    dataset = dataset.map(_views(view_fn), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    labeled_view_fn = labeled.view_fn if labeled is not None and labeled.view_fn is not None else view_fn
+    dataset = dataset.map(
+        _views(view_fn, labeled_view_fn), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     if epochs is None:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
     elif split.images is not None:
@@ -227,6 +325,8 @@ def distributed_train_dataset(
     start_epoch: int = 0,
     epochs: int | None = None,
     image_size: int | None = None,
+    labeled: LabeledStream | None = None,
+    hide_labels: bool = False,
 ):
     """`train_dataset` distributed over `strategy`'s replicas, one input pipeline per worker.
 
@@ -236,6 +336,9 @@ def distributed_train_dataset(
         global_batch_size: examples per step over all replicas; must divide by
             strategy.num_replicas_in_sync.
         view_fn, seed, start_epoch, epochs, image_size: as in `train_dataset`.
+        labeled: the labeled stream, as in `train_dataset`; its global batch size
+            `labeled.batch_size` is split across the replicas and must divide by their number.
+        hide_labels: as in `train_dataset`.
 
     Returns:
         A tf.distribute.DistributedDataset of per-replica elements.
@@ -245,6 +348,11 @@ def distributed_train_dataset(
         raise ValueError(
             f"global_batch_size={global_batch_size} does not divide by the {replicas} replicas "
             "in sync; pick a multiple of the replica count."
+        )
+    if labeled is not None and labeled.batch_size % replicas:
+        raise ValueError(
+            f"The labeled batch_size={labeled.batch_size} does not divide by the {replicas} "
+            "replicas in sync; pick a multiple of the replica count."
         )
 
     def dataset_fn(input_context):
@@ -257,6 +365,8 @@ def distributed_train_dataset(
             epochs=epochs,
             input_context=input_context,
             image_size=image_size,
+            labeled=labeled,
+            hide_labels=hide_labels,
         )
 
     return strategy.distribute_datasets_from_function(dataset_fn)

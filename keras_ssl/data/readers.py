@@ -77,6 +77,23 @@ class FileReader:
         image = decode_file(tf.gather(self.paths, index), self.image_size)
         return {"images": image, "label": tf.gather(self.labels, index), "index": index}
 
+    def gather(self, indices: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Decodes the images at int64 `indices` [B] into one batch (the labeled stream's reader).
+
+        Unlike `batches`, it cannot skip a file whose data turns out corrupt (that would
+        shift the stream), so such a file stops the pipeline with TensorFlow's decode error.
+
+        Returns:
+            {"images": uint8 [B, H, W, 3], "label": int64 [B], "index": int64 [B]}.
+        """
+        size = self.image_size
+        images = tf.map_fn(
+            lambda path: decode_file(path, size),
+            tf.gather(self.paths, indices),
+            fn_output_signature=tf.TensorSpec([size, size, 3], tf.uint8),
+        )
+        return {"images": images, "label": tf.gather(self.labels, indices), "index": indices}
+
     def batches(self, positions: tf.data.Dataset, batch_size: int, drop_remainder: bool) -> tf.data.Dataset:
         """Decodes a dataset of positions in parallel, drops undecodable files, then batches.
 
