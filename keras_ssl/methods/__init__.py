@@ -5,7 +5,6 @@ from keras_ssl.methods.contract import Batch, LabeledBatch, RunContext, StepCont
 from keras_ssl.methods.outputs import (ContrastiveOutputs, DistillationOutputs, Outputs,
                                       PrototypeOutputs)
 from keras_ssl.methods.byol import BYOL
-from keras_ssl.methods.cld import BYOLCLD, MoCoCLD, NPIDCLD
 from keras_ssl.methods.cmsf import CMSF, SupervisedCMSF
 from keras_ssl.methods.interclr import InterCLR
 from keras_ssl.methods.mira import MIRA
@@ -13,6 +12,7 @@ from keras_ssl.methods.moco import MoCo
 from keras_ssl.methods.momentum import MomentumMethod
 from keras_ssl.methods.msf import MSF
 from keras_ssl.methods.npid import NPID
-from keras_ssl.methods.registry import METHODS, available, get
+from keras_ssl.methods.registry import (METHODS, OBJECTIVES, PRESETS, available, base_name,
+                                        get, make_objectives, method_class)
 from keras_ssl.methods.simclr import SimCLR
 from keras_ssl.methods.swav import SwAV

@@ -1,7 +1,18 @@
-"""Registry: method names -> classes."""
+"""Registry: method names -> classes, presets of them, and objectives built from config.
 
+A registered name is either a method class or a preset of one (a base class
+plus default arguments, e.g. `moco_v2_cld`: `MoCo` with a CLD objective; see
+`keras_ssl.methods.cld`). `METHODS[name]` is the class either way, so class
+attributes (`recipe_name`, `mixed_image_sizes`) are read the same for both.
+
+Config values are plain data, so objectives in a config are specs,
+`objectives=[{"cld": {"num_groups": 128}}]`: one key naming an entry of
+`OBJECTIVES` and its keyword arguments. `get` builds them for the encoder's
+feature width (their `input_dim`); layers given directly are kept as they are.
+"""
+
+from keras_ssl.methods import cld
 from keras_ssl.methods.byol import BYOL
-from keras_ssl.methods.cld import BYOLCLD, MoCoCLD, NPIDCLD
 from keras_ssl.methods.cmsf import CMSF, SupervisedCMSF
 from keras_ssl.methods.interclr import InterCLR
 from keras_ssl.methods.mira import MIRA
@@ -10,22 +21,31 @@ from keras_ssl.methods.msf import MSF
 from keras_ssl.methods.npid import NPID
 from keras_ssl.methods.simclr import SimCLR
 from keras_ssl.methods.swav import SwAV
+from keras_ssl.objectives.cld import CLD
 
 METHODS = {
     "simclr": SimCLR,
     "moco_v2": MoCo,
     "npid": NPID,
     "byol": BYOL,
-    "npid_cld": NPIDCLD,
-    "moco_v2_cld": MoCoCLD,
-    "byol_cld": BYOLCLD,
     "swav": SwAV,
     "mira": MIRA,
     "msf": MSF,
     "cmsf": CMSF,
     "cmsf_supervised": SupervisedCMSF,
     "interclr": InterCLR,
+    # Presets: the base's class; `PRESETS[name]` adds the default arguments.
+    "npid_cld": NPID,
+    "moco_v2_cld": MoCo,
+    "byol_cld": BYOL,
 }
+
+# Registry name -> preset (`.base`, `.arguments(kwargs)`) for the names above
+# that are presets of another entry.
+PRESETS = dict(cld.PRESETS)
+
+# Objective specs a config may name, and the layer each builds.
+OBJECTIVES = {"cld": CLD}
 
 
 def available():
@@ -33,15 +53,72 @@ def available():
     return sorted(METHODS)
 
 
+def method_class(name):
+    """The class `get(name, ...)` builds (the base class for a preset)."""
+    if name not in METHODS:
+        raise ValueError(f"Unknown method {name!r}; available: {', '.join(available())}.")
+    return METHODS[name]
+
+
+def base_name(name):
+    """The registry name of the method `name` presets (`name` itself if it is no preset)."""
+    method_class(name)
+    return PRESETS[name].base if name in PRESETS else name
+
+
+def make_objectives(specs, feature_dim):
+    """Objective layers from `specs`, each a layer or a one-key dict `{kind: kwargs}`.
+
+    Args:
+        specs: a list of `keras.layers.Layer` objectives (kept) and specs
+            such as `{"cld": {"num_groups": 128, "weight": 1.0}}` (built as
+            `OBJECTIVES[kind](input_dim=feature_dim, **kwargs)`).
+        feature_dim: width of the encoder's features.
+
+    Example:
+    >>> [layer.num_groups for layer in make_objectives([{"cld": {"num_groups": 3}}], 8)]
+    [3]
+    """
+    objectives = []
+    for spec in specs:
+        if not isinstance(spec, dict):
+            objectives.append(spec)
+            continue
+        if len(spec) != 1 or next(iter(spec)) not in OBJECTIVES:
+            raise ValueError(f"An objective spec is a dict with one key, one of "
+                             f"{', '.join(sorted(OBJECTIVES))}, and its keyword arguments; "
+                             f"got {spec!r}.")
+        (kind, kwargs), = spec.items()
+        kwargs = dict(kwargs or {})
+        kwargs.setdefault("input_dim", feature_dim)
+        objectives.append(OBJECTIVES[kind](**kwargs))
+    return objectives
+
+
 def get(name, **kwargs):
     """Builds method `name` with constructor keyword arguments `kwargs`.
+
+    For a preset (`npid_cld`, `moco_v2_cld`, `byol_cld`) the preset's
+    defaults fill in what `kwargs` leaves out (`keras_ssl.methods.cld`).
+    Objective specs in `objectives` are built for the encoder's width.
 
     Example:
     >>> from keras_ssl.backbones import tiny_backbone
     >>> get("simclr", encoder=tiny_backbone()).name
     'simclr'
+    >>> model = get("moco_v2_cld", encoder=tiny_backbone(), num_groups=3)
+    >>> type(model).__name__, model.objectives[0].num_groups
+    ('MoCo', 3)
     """
-    if name not in METHODS:
-        raise ValueError(f"Unknown method {name!r}; available: {', '.join(available())}.")
+    klass = method_class(name)
     kwargs.setdefault("name", name)
-    return METHODS[name](**kwargs)
+    if name in PRESETS:
+        kwargs = PRESETS[name].arguments(kwargs)
+    specs = kwargs.get("objectives") or ()
+    if any(isinstance(spec, dict) for spec in specs):
+        encoder = kwargs.get("encoder")
+        if encoder is None:
+            raise ValueError("Objectives given as specs are built for the encoder's width: "
+                             "pass encoder= as a keyword.")
+        kwargs["objectives"] = make_objectives(specs, int(encoder.output_shape[-1]))
+    return klass(**kwargs)

@@ -1,12 +1,26 @@
-"""Every preset's `views` reach its method's recipe; CLD's MoCo CIFAR views erase."""
+"""Every preset's `views` reach its method's recipe; CLD's MoCo CIFAR views erase.
+
+experiments/presets.py serves the recipes of `keras_ssl.configs` under the
+`--preset` names; tests/configs checks the recipes themselves.
+"""
 
 import pytest
 
 from experiments import presets
-from experiments.pretrain import make_views
+from keras_ssl import configs
+from keras_ssl.training import make_views
 
 _ENTRIES = [(preset, method) for preset, entries in sorted(presets.PRESETS.items())
             for method in sorted(entries)]
+
+
+def test_presets_serve_the_configs():
+    assert set(presets.PRESETS) == {"cifar10_cpu_small", "cifar10", "imagenet"}
+    for preset, method in _ENTRIES:
+        assert presets.get(preset, method) == configs.get(preset, method)
+        assert presets.PRESETS[preset][method] == configs.get(preset, method)
+    with pytest.raises(ValueError, match="cifar10_cpu_small"):
+        presets.get("huge", "simclr")
 
 
 @pytest.mark.parametrize("preset, method", _ENTRIES)

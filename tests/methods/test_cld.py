@@ -1,8 +1,8 @@
-"""CLD: the loss against a NumPy reference, its gradients, and the +CLD methods.
+"""CLD: the loss against a NumPy reference, its gradients, and the +CLD presets.
 
 The shared harness (test_methods.py) runs npid_cld, moco_v2_cld and byol_cld
 through fit, 1 vs 2 replicas and weight round-trips; this file checks what is
-specific to CLD.
+specific to CLD, and how the registry builds it from config.
 """
 
 import keras
@@ -10,11 +10,28 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_ssl import methods
+from keras_ssl import configs, methods
 from keras_ssl.backbones import tiny_backbone
-from keras_ssl.methods import ViewOutputs
+from keras_ssl.methods import BYOL, NPID, Batch, MoCo, RunContext, StepContext
+from keras_ssl.methods.outputs import Outputs
 from keras_ssl.objectives import CLD, NormLinear, cld_loss
 from tests.methods import harness
+
+RUN = RunContext(num_examples=harness.NUM_EXAMPLES, steps_per_epoch=4, epochs=1)
+
+
+def smoke(name):
+    """The test-size constructor arguments of `name` (keras_ssl.configs)."""
+    return configs.get("cpu_small", name, smoke=True)["method"]
+
+
+def encoder(width=4):
+    return tiny_backbone(image_size=16, width=width)
+
+
+def batch_of(views, rows=8):
+    return Batch(views=tuple(tf.constant(v) for v in views), index=tf.range(rows, dtype=tf.int64),
+                 label=tf.fill([rows], tf.constant(-1, tf.int64)))
 
 
 # ---- NumPy reference -----------------------------------------------------------
@@ -67,8 +84,8 @@ def test_cld_matches_numpy(head):
     keras.utils.set_random_seed(0)  # the head's initial weights, whatever ran before
     features1, features2 = clustered_features(0), clustered_features(1)
     cld = CLD(6, num_groups=3, temperature=0.2, weight=0.5, group_dim=4, head=head)
-    weighted, logs = cld(ViewOutputs(features=(tf.constant(features1),
-                                               tf.constant(features2))), training=True)
+    weighted, logs = cld(outputs=Outputs(features=(tf.constant(features1),
+                                                   tf.constant(features2))), training=True)
     # The head in NumPy, from the layer's own weights.
     def head_np(x):
         weights = [w.numpy() for w in cld.group_head.weights]
@@ -132,13 +149,12 @@ def test_gradient_flows_through_the_centroids():
 
 def test_gradient_reaches_the_group_head_and_the_backbone():
     keras.utils.set_random_seed(0)
-    model = methods.get("npid_cld", encoder=tiny_backbone(image_size=16, width=4),
-                        **harness.TINY_CONFIGS["npid_cld"])
+    model = methods.get("npid_cld", encoder=encoder(), run=RUN, **smoke("npid_cld"))
     cld = model.objectives[0]
     images = np.random.default_rng(0).uniform(size=(2, 8, 16, 16, 3)).astype("float32")
     with tf.GradientTape() as tape:
-        outputs = model.forward_views(tuple(images), tf.range(8), training=True)
-        loss, _ = cld(outputs, training=True)
+        outputs = model.forward(batch_of(images), StepContext.at(0))
+        loss, _ = cld(outputs=outputs, training=True)
     head, backbone = cld.group_head.trainable_weights, model.encoder.trainable_weights
     projector = model.projector.trainable_weights
     gradients = tape.gradient(loss, head + backbone + projector)
@@ -151,7 +167,7 @@ def test_gradient_reaches_the_group_head_and_the_backbone():
 def test_float16_features_give_float32_loss():
     features = tf.constant(clustered_features(4), tf.float16)
     cld = CLD(6, num_groups=3, group_dim=4)
-    weighted, logs = cld(ViewOutputs(features=(features, features)), training=True)
+    weighted, logs = cld(outputs=Outputs(features=(features, features)), training=True)
     assert weighted.dtype == tf.float32 and np.isfinite(weighted.numpy())
     assert logs["cld_accuracy"].dtype == tf.float32
 
@@ -159,7 +175,7 @@ def test_float16_features_give_float32_loss():
 def test_cld_needs_two_views():
     cld = CLD(6, num_groups=3)
     with pytest.raises(ValueError, match="symmetric=True"):
-        cld(ViewOutputs(features=(tf.zeros([8, 6]),)))
+        cld(outputs=Outputs(features=(tf.zeros([8, 6]),)))
     with pytest.raises(ValueError, match="two different views"):
         CLD(6, views=(0, 0))
     with pytest.raises(ValueError, match="normlinear"):
@@ -176,27 +192,92 @@ def test_norm_linear_is_a_cosine_layer():
     assert np.all(np.abs(y) <= 1 + 1e-6)
 
 
-# ---- the +CLD methods ------------------------------------------------------------
+# ---- the +CLD presets ------------------------------------------------------------
 def test_registry_defaults_follow_the_official_scripts():
-    encoder = tiny_backbone(image_size=16, width=4)
-    npid = methods.get("npid_cld", encoder=encoder, num_examples=4).objectives[0]
-    assert (npid.num_groups, npid.temperature, npid.weight, npid.head_kind) == (
-        128, 0.2, 1.0, "linear")
-    moco = methods.get("moco_v2_cld", encoder=encoder)
+    npid = methods.get("npid_cld", encoder=encoder(), run=RunContext(num_examples=4))
+    assert type(npid) is NPID
+    cld = npid.objectives[0]
+    assert (cld.num_groups, cld.temperature, cld.weight, cld.head_kind, cld.group_dim,
+            cld.num_iters) == (128, 0.2, 1.0, "linear", 128, 5)
+    moco = methods.get("moco_v2_cld", encoder=encoder())
+    assert type(moco) is MoCo and moco.name == "moco_v2_cld"
     cld = moco.objectives[0]
     assert (cld.num_groups, cld.temperature, cld.weight, cld.head_kind) == (
         120, 0.4, 0.25, "normmlp")
     assert moco.symmetric and isinstance(moco.projector.layers[-1], NormLinear)
-    three_views = methods.get("moco_v2_cld", encoder=encoder, shared_key_view=2)
+    three_views = methods.get("moco_v2_cld", encoder=encoder(), shared_key_view=2)
     assert not three_views.symmetric and three_views.shared_key_view == 2
+    byol = methods.get("byol_cld", encoder=encoder())
+    assert type(byol) is BYOL
+    assert (byol.objectives[0].num_groups, byol.objectives[0].head_kind) == (120, "normmlp")
 
 
-def test_pretrain_passes_run_arguments_to_the_cld_methods():
-    from experiments.pretrain import _method_kwargs
-    assert _method_kwargs("npid_cld", {}, num_examples=10, total_steps=5) == {
-        "num_examples": 10}
-    assert _method_kwargs("byol_cld", {}, num_examples=10, total_steps=5) == {
-        "total_steps": 5}
+def test_class_attributes_of_a_preset_are_its_base_class():
+    for name, base in (("npid_cld", "npid"), ("moco_v2_cld", "moco_v2"), ("byol_cld", "byol")):
+        assert methods.method_class(name) is methods.METHODS[base]
+        assert methods.METHODS[name].recipe_name == methods.METHODS[base].recipe_name
+        assert methods.base_name(name) == base
+    assert methods.base_name("simclr") == "simclr"
+    with pytest.raises(ValueError, match="moco_v2_cld"):
+        methods.method_class("moco_cld")
+
+
+def test_flat_keywords_of_the_former_subclasses_still_work():
+    model = methods.get("moco_v2_cld", encoder=encoder(), num_groups=3, cld_temperature=0.3,
+                        cld_weight=0.5, group_head="linear", group_dim=8, kmeans_iters=2,
+                        projection_dim=8, queue_size=12)
+    cld, = model.objectives
+    assert (cld.num_groups, cld.temperature, cld.weight, cld.head_kind, cld.group_dim,
+            cld.num_iters, cld.input_dim) == (3, 0.3, 0.5, "linear", 8, 2, 8)
+
+
+def test_a_cld_spec_is_merged_with_the_preset_defaults():
+    model = methods.get("byol_cld", encoder=encoder(), **smoke("byol_cld"))
+    cld, = model.objectives
+    # num_groups and group_dim from the smoke config, the rest from the preset.
+    assert (cld.num_groups, cld.group_dim, cld.temperature, cld.weight, cld.head_kind) == (
+        3, 8, 0.4, 0.25, "normmlp")
+    with pytest.raises(ValueError, match="num_groups"):
+        methods.get("byol_cld", encoder=encoder(), num_groups=4, **smoke("byol_cld"))
+    # The same value twice is no conflict.
+    methods.get("byol_cld", encoder=encoder(), num_groups=3, **smoke("byol_cld"))
+
+
+def test_a_built_cld_layer_is_used_as_it_is():
+    layer = CLD(8, num_groups=5)
+    model = methods.get("npid_cld", encoder=encoder(), run=RUN, objectives=[layer])
+    assert model.objectives == [layer]
+    with pytest.raises(ValueError, match="on the layer"):
+        methods.get("npid_cld", encoder=encoder(), run=RUN, objectives=[CLD(8)], num_groups=3)
+
+
+def test_any_method_takes_objectives_from_config():
+    model = methods.get("simclr", encoder=encoder(width=3), projection_dim=8,
+                        objectives=[{"cld": {"num_groups": 3, "group_dim": 4}}])
+    cld, = model.objectives
+    assert isinstance(cld, CLD) and cld.input_dim == 6  # the tiny CNN's 2 x width
+    assert cld.group_head.built
+    with pytest.raises(ValueError, match="cld"):
+        methods.get("simclr", encoder=encoder(), objectives=[{"clld": {}}])
+    with pytest.raises(ValueError, match="encoder="):
+        methods.get("simclr", objectives=[{"cld": {}}])
+
+
+def test_the_run_context_sizes_the_cld_presets():
+    run = RunContext(num_examples=10, steps_per_epoch=5, epochs=2)
+    npid = methods.get("npid_cld", encoder=encoder(), run=run, **smoke("npid_cld"))
+    assert npid.memory.rows.shape[0] == 10
+    byol = methods.get("byol_cld", encoder=encoder(), run=run, **smoke("byol_cld"))
+    assert byol.total_steps == 10
+
+
+def test_a_preset_round_trips_through_its_config():
+    model = methods.get("moco_v2_cld", encoder=encoder(), **smoke("moco_v2_cld"))
+    config = model.get_config()
+    assert config["name"] == "moco_v2_cld" and config["symmetric"] and config["normlinear"]
+    clone = MoCo.from_config(config)
+    assert clone.name == "moco_v2_cld" and clone.symmetric
+    assert clone.objectives[0].get_config() == model.objectives[0].get_config()
 
 
 def test_fit_logs_cld_terms():
@@ -209,8 +290,8 @@ def test_fit_logs_cld_terms():
 
 def test_moco_shared_key_view_uses_a_third_view():
     keras.utils.set_random_seed(0)
-    model = methods.get("moco_v2_cld", encoder=tiny_backbone(image_size=16, width=4),
-                        shared_key_view=2, **harness.TINY_CONFIGS["moco_v2_cld"])
+    model = methods.get("moco_v2_cld", encoder=encoder(), shared_key_view=2,
+                        **smoke("moco_v2_cld"))
     model.compile(optimizer="sgd")
     rng = np.random.default_rng(0)
     views = tuple(rng.uniform(size=(8, 16, 16, 3)).astype("float32") for _ in range(3))
@@ -223,4 +304,4 @@ def test_moco_shared_key_view_uses_a_third_view():
     changed = np.any(model.queue.keys.numpy() != queue_before, axis=1)
     assert changed.sum() == 8
     with pytest.raises(ValueError, match="num_views=3"):
-        model.forward_views(views[:2], None, training=True)
+        model.forward(batch_of(views[:2]), StepContext.at(0))
