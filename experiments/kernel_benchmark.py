@@ -210,7 +210,7 @@ def _measure_memory_kmeans(rng, repeats):
             i = next(counter)
             indices, features = batches[i % len(batches)]
             return kernel(*tf_state, indices, features, tf.constant(i % 10 == 9),
-                          momentum=1.0, min_cluster_size=20)
+                          momentum=0.0, min_cluster_size=20)
         return step
 
     reference = NumpyMemoryKMeans(bank, labels, centroids, min_size=20, interval=10)

@@ -1,5 +1,7 @@
-"""Stateful building blocks with fixed shapes."""
+"""Stateful building blocks with fixed shapes: heads, prototypes and the memory family."""
 
-from keras_ssl.layers.memory_bank import IndexedMemoryBank, Queue
+from keras_ssl.layers.clustered_bank import ClusteredBank
+from keras_ssl.layers.memory import IndexedBank, Memory, QueueContents, RingQueue
+from keras_ssl.layers.memory_bank import IndexedMemoryBank, MemoryBankKMeans, Queue
 from keras_ssl.layers.projection_head import mlp_head
 from keras_ssl.layers.prototypes import Prototypes

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from keras_ssl import distribute
-from keras_ssl.layers import Queue, mlp_head
+from keras_ssl.layers import RingQueue, mlp_head
 from keras_ssl.losses import info_nce_loss
 from keras_ssl.losses.logit_transforms import (apply_transforms,
                                                contrastive_cross_entropy, queue_logits)
@@ -51,6 +51,7 @@ class MoCo(MomentumMethod):
     """
 
     recipe_name = "moco_v2"
+    state_attributes = ("key_encoder", "key_projector", "queue")
     targets_lead = True
 
     def __init__(self, encoder, *, projection_hidden_dim=None, projection_dim=128,
@@ -76,7 +77,7 @@ class MoCo(MomentumMethod):
                                       batch_norm=False, name="projector")
         self.key_encoder = self.make_target(self.encoder, "key_encoder")
         self.key_projector = self.make_target(self.projector, "key_projector")
-        self.queue = Queue(queue_size, projection_dim, seed=seed, name="queue")
+        self.queue = RingQueue(queue_size, projection_dim, seed=seed, name="queue")
         self.built = True
 
     def _keys(self, images, ctx):
@@ -123,7 +124,7 @@ class MoCo(MomentumMethod):
                                   index=batch.index, label=batch.label)
 
     def loss(self, outputs, ctx):
-        queue = self.queue.keys.value
+        queue = self.queue.read()
         if not self.logit_transforms:
             losses = [info_nce_loss(q, k, queue, temperature=self.temperature)
                       for q, k in zip(outputs.queries, outputs.keys)]
@@ -139,6 +140,5 @@ class MoCo(MomentumMethod):
 
     def after_apply(self, outputs, ctx):
         super().after_apply(outputs, ctx)  # the key encoder, for the next step
-        # Enqueue the keys of every replica so all queues hold the same rows.
-        keys = tf.math.l2_normalize(tf.cast(outputs.keys[0], tf.float32), axis=1)
-        self.queue.enqueue(distribute.all_gather(keys))
+        # The queue gathers the keys of every replica, so all hold the same rows.
+        self.queue.write(tf.math.l2_normalize(tf.cast(outputs.keys[0], tf.float32), axis=1))

@@ -2,8 +2,7 @@
 
 import tensorflow as tf
 
-from keras_ssl import distribute
-from keras_ssl.layers import IndexedMemoryBank, mlp_head
+from keras_ssl.layers import IndexedBank, mlp_head
 from keras_ssl.losses import non_parametric_softmax_loss
 from keras_ssl.losses.logit_transforms import (apply_transforms, bank_logits,
                                                contrastive_cross_entropy)
@@ -31,6 +30,7 @@ class NPID(Method):
     """
 
     recipe_name = "npid"
+    state_attributes = ("memory",)
 
     def __init__(self, encoder, *, num_examples=None, projection_dim=128,
                  temperature=0.1, bank_momentum=0.5, seed=0, **kwargs):
@@ -42,9 +42,8 @@ class NPID(Method):
         self.temperature = temperature
         self.projector = mlp_head(self.feature_dim, (), projection_dim,
                                   batch_norm=False, name="projector")
-        self.memory = IndexedMemoryBank(num_examples, projection_dim,
-                                        momentum=bank_momentum, seed=seed,
-                                        name="memory")
+        self.memory = IndexedBank(num_examples, projection_dim,
+                                  momentum=bank_momentum, seed=seed, name="memory")
         self.built = True
 
     def forward(self, batch, ctx):
@@ -57,7 +56,7 @@ class NPID(Method):
                                   label=batch.label)
 
     def loss(self, outputs, ctx):
-        bank = self.memory.rows.value
+        bank = self.memory.read()
         if not self.logit_transforms:
             losses = [non_parametric_softmax_loss(q, bank, outputs.index,
                                                   temperature=self.temperature)
@@ -73,5 +72,5 @@ class NPID(Method):
         return tf.add_n(losses) / len(losses), logs
 
     def after_apply(self, outputs, ctx):
-        self.memory.update(distribute.all_gather(outputs.index),
-                           distribute.all_gather(outputs.queries[0]))
+        # The bank gathers every replica's rows, so all replicas write the same.
+        self.memory.write(outputs.index, outputs.queries[0])

@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from keras_ssl import ops
-from keras_ssl.ops import on_global_batch
+from keras_ssl.distribute import on_global_batch
 
 HEADS = ("linear", "normlinear", "normmlp")
 

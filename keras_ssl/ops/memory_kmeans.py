@@ -7,7 +7,8 @@ Visual Representations", IJCV 2022; official code on mmselfsup's `0.x` branch,
 per training image, and K centroids, and refresh them every step:
 
 1. write the step's (all-gathered) features into the bank (InterCLR replaces
-   the old row: momentum 1.0) and relabel those rows to the centroid with the
+   the old row: momentum 0.0 in keras_ssl's convention, see
+   `momentum_update`) and relabel those rows to the centroid with the
    largest dot product (centroids are means, not renormalised);
 2. every `centroid_update_interval` steps (10) recompute every centroid as the
    mean of its members' bank features (an empty cluster keeps its centroid);
@@ -17,8 +18,8 @@ per training image, and K centroids, and refresh them every step:
    iterations) and recompute both halves' centroids.
 
 Here all of that is fixed-shape tensor code compiled with XLA
-(`memory_kmeans_step`), and `MemoryBankKMeans` holds the state as replicated
-variables. Where it differs from the official code, and why:
+(`memory_kmeans_step`); the state lives in `keras_ssl.layers.ClusteredBank`,
+which calls these kernels. Where it differs from the official code, and why:
 
 * The 2-means split starts from the first member and the member farthest from
   it (sklearn's k-means++ with `random_state=0` there). If either half is
@@ -28,126 +29,42 @@ variables. Where it differs from the official code, and why:
   every update each cluster has at least `min_cluster_size` members, provided
   the bank holds at least 2 * min_cluster_size * num_clusters rows.
 * The initial clustering (faiss k-means in the official hook) is
-  `keras_ssl.ops.kmeans` with k-means++ seeding, or labels the caller passes.
+  `keras_ssl.ops.kmeans` with k-means++ seeding, or labels the caller passes
+  (`settle_clusters` then gives every cluster its minimum size).
 """
 
-import keras
-import numpy as np
 import tensorflow as tf
-
-from keras_ssl.distribute import replicated_state_scope
-from keras_ssl.ops.kmeans import kmeans
 
 _MOVE_CHUNK = 1024  # bank rows relabelled per pass when dissolving small clusters
 _SPLIT_ITERS = 20  # 2-means iterations (the official sklearn max_iter)
 
 
-class MemoryBankKMeans(keras.layers.Layer):
-    """A feature bank with online k-means labels and centroids (InterCLR, ODC).
+def momentum_update(old, new, momentum):
+    """The memory family's one momentum rule: `normalize(m * old + (1 - m) * normalize(new))`.
+
+    `momentum` is the weight of the OLD row, as in NPID's memory bank (0.5)
+    and in an EMA; 0.0 replaces the row by the normalised new one (InterCLR).
+    Every bank in `keras_ssl.layers` and `memory_kmeans_step` use this rule.
 
     Args:
-        size: number of training examples N (one bank row each).
-        dim: feature width D.
-        num_clusters: K (InterCLR, ImageNet: 10,000).
-        min_cluster_size: clusters smaller than this are dissolved and
-            refilled after every update (InterCLR: 20). Needs
-            size >= 2 * min_cluster_size * num_clusters to be guaranteed.
-        centroid_update_interval: recompute all centroids from the bank every
-            this many updates (InterCLR: 10).
-        momentum: weight of the new feature when writing a row,
-            row <- normalize((1 - m) * row + m * feature) (InterCLR: 1.0).
-        seed: seed of the random unit-norm initial rows.
-
-    Until `initialize` is called the bank holds random unit vectors labelled
-    `row % num_clusters`, so every cluster starts with N / K members.
-    `update` takes all-gathered indices and features, so every replica computes
-    the same new state; the variables are created with ONLY_FIRST_REPLICA.
+        old: [B, D] rows currently in the bank.
+        new: [B, D] incoming rows (any norm: they are normalised first).
+        momentum: a Python float in [0, 1].
 
     Example:
-    >>> memory = MemoryBankKMeans(size=64, dim=4, num_clusters=4, min_cluster_size=4)
-    >>> change_ratio = memory.update(tf.range(8), tf.random.normal([8, 4]))
-    >>> int(tf.reduce_min(tf.math.bincount(memory.assignments.value))) >= 4
-    True
+    >>> old, new = tf.constant([[1.0, 0.0]]), tf.constant([[0.0, 3.0]])
+    >>> print(momentum_update(old, new, 0.5).numpy().round(4))
+    [[0.7071 0.7071]]
+    >>> momentum_update(old, new, 0.0).numpy().tolist()
+    [[0.0, 1.0]]
     """
-
-    def __init__(self, size, dim, num_clusters, min_cluster_size=20,
-                 centroid_update_interval=10, momentum=1.0, seed=0, **kwargs):
-        super().__init__(**kwargs)
-        self.size = size
-        self.dim = dim
-        self.num_clusters = num_clusters
-        self.min_cluster_size = min_cluster_size
-        self.centroid_update_interval = centroid_update_interval
-        self.momentum = momentum
-        self.seed = seed
-        rows = np.random.default_rng(seed).standard_normal((size, dim))
-        rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype("float32")
-        labels = (np.arange(size) % num_clusters).astype("int32")
-        centroids = np.zeros((num_clusters, dim), "float32")
-        np.add.at(centroids, labels, rows)
-        centroids /= np.maximum(np.bincount(labels, minlength=num_clusters), 1)[:, None]
-        with replicated_state_scope():
-            self.features = self.add_weight(
-                shape=(size, dim), trainable=False, name="features",
-                initializer=keras.initializers.Constant(rows))
-            self.assignments = self.add_weight(
-                shape=(size,), dtype="int32", trainable=False, name="assignments",
-                initializer=keras.initializers.Constant(labels))
-            self.centroids = self.add_weight(
-                shape=(num_clusters, dim), trainable=False, name="centroids",
-                initializer=keras.initializers.Constant(centroids))
-            self.updates = self.add_weight(shape=(), dtype="int64", trainable=False,
-                                           initializer="zeros", name="updates")
-        self.built = True
-
-    def initialize(self, features, assignments=None, num_iters=20):
-        """Fills the whole bank and clusters it (the official hook's set-up step).
-
-        Args:
-            features: [size, dim] features of every training example.
-            assignments: optional [size] initial labels; by default k-means
-                (k-means++ seeding, `num_iters` iterations) on the
-                normalised features.
-        """
-        rows = tf.math.l2_normalize(tf.cast(features, tf.float32), axis=1)
-        if assignments is None:
-            assignments, _ = kmeans(rows, self.num_clusters, num_iters,
-                                    init="kmeans++", seed=self.seed)
-        assignments, centroids = _settle(rows, tf.cast(assignments, tf.int32),
-                                         tf.convert_to_tensor(self.centroids),
-                                         min_cluster_size=int(self.min_cluster_size))
-        self.features.assign(rows)
-        self.assignments.assign(assignments)
-        self.centroids.assign(centroids)
-
-    def update(self, indices, features):
-        """Writes and relabels the rows of `indices` (all-gathered), then maintains the clusters.
-
-        Returns:
-            The fraction of the given rows whose label changed (InterCLR logs it).
-        """
-        updates = self.updates + 1
-        recompute = tf.equal(updates % self.centroid_update_interval, 0)
-        rows, assignments, centroids, change_ratio = memory_kmeans_step(
-            tf.convert_to_tensor(self.features), tf.convert_to_tensor(self.assignments),
-            tf.convert_to_tensor(self.centroids),
-            tf.cast(indices, tf.int32), tf.stop_gradient(features), recompute,
-            momentum=float(self.momentum), min_cluster_size=int(self.min_cluster_size))
-        # The bank changes only at `indices`: write those rows here (as
-        # IndexedMemoryBank does) rather than copy the whole bank out of XLA.
-        self.features.assign(tf.tensor_scatter_nd_update(
-            tf.convert_to_tensor(self.features), tf.cast(indices, tf.int32)[:, None], rows))
-        self.assignments.assign(assignments)
-        self.centroids.assign(centroids)
-        self.updates.assign(updates)
-        return change_ratio
-
-    def get_config(self):
-        return {**super().get_config(), "size": self.size, "dim": self.dim,
-                "num_clusters": self.num_clusters,
-                "min_cluster_size": self.min_cluster_size,
-                "centroid_update_interval": self.centroid_update_interval,
-                "momentum": self.momentum, "seed": self.seed}
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum={momentum} must lie in [0, 1] (the weight of the old row).")
+    new = tf.math.l2_normalize(tf.cast(new, tf.float32), axis=1)
+    if momentum == 0.0:
+        return new  # replace: the old rows need not even be read
+    old = tf.cast(old, tf.float32)
+    return tf.math.l2_normalize(momentum * old + (1.0 - momentum) * new, axis=1)
 
 
 @tf.function(jit_compile=True)
@@ -160,18 +77,19 @@ def memory_kmeans_step(bank, assignments, centroids, indices, features, recomput
         centroids: [K, D]; indices: [B] int32 rows to write;
         features: [B, D] their new features (normalised here);
         recompute: bool scalar, recompute all centroids from the bank.
+        momentum: weight of the OLD row (`momentum_update`; InterCLR: 0.0,
+            replace).
+        min_cluster_size: clusters smaller than this are dissolved.
 
     Returns:
         (rows, assignments, centroids, change_ratio): `rows` [B, D] are the
         features written at `indices` (the new bank is
         `tensor_scatter_nd_update(bank, indices[:, None], rows)`).
     """
-    features = tf.math.l2_normalize(tf.cast(features, tf.float32), axis=1)
+    # With momentum 0.0 the old rows are not read (momentum_update skips them).
+    old = tf.gather(bank, indices) if momentum else None
+    features = momentum_update(old, features, momentum)
     rows = indices[:, None]
-    if momentum != 1.0:
-        old = tf.gather(bank, indices)
-        features = tf.math.l2_normalize((1.0 - momentum) * old + momentum * features,
-                                        axis=1)
     bank = tf.tensor_scatter_nd_update(bank, rows, features)
     labels = tf.argmax(tf.matmul(features, centroids, transpose_b=True), axis=1,
                        output_type=tf.int32)
@@ -187,8 +105,12 @@ def memory_kmeans_step(bank, assignments, centroids, indices, features, recomput
 
 
 @tf.function(jit_compile=True)
-def _settle(bank, assignments, previous, min_cluster_size):
-    """Centroids of a fresh labelling, then no cluster below the minimum size."""
+def settle_clusters(bank, assignments, previous, min_cluster_size):
+    """Centroids of a fresh labelling, then no cluster below the minimum size.
+
+    Returns (assignments [N] int32, centroids [K, D]); empty clusters keep
+    `previous` centroids.
+    """
     centroids = centroids_from_bank(bank, assignments, previous)
     return dissolve_small_clusters(bank, assignments, centroids, min_cluster_size)
 
@@ -298,3 +220,12 @@ def _split_in_two(bank, members, size, min_cluster_size):
         return members & (rank < size // 2)
 
     return tf.cond(balanced, lambda: to_b, median_split)
+
+
+def __getattr__(name):
+    # The stateful layer moved to keras_ssl.layers; imported lazily, because
+    # keras_ssl.layers imports this module.
+    if name == "MemoryBankKMeans":
+        from keras_ssl.layers.memory_bank import MemoryBankKMeans
+        return MemoryBankKMeans
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

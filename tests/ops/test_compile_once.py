@@ -21,8 +21,7 @@ SCRIPT = textwrap.dedent(f"""
     import numpy as np
     import tensorflow as tf
     from keras_ssl import ops
-    from keras_ssl.methods.interclr import cluster_bank
-    from keras_ssl.ops import memory_kmeans_step
+    from keras_ssl.ops.memory_kmeans import memory_kmeans_step, settle_clusters
 
     rng = np.random.default_rng(0)
 
@@ -49,8 +48,10 @@ SCRIPT = textwrap.dedent(f"""
         "memory_kmeans_step": lambda: memory_kmeans_step(
             unit(500, 16), labels_with_a_small_cluster(), normal(10, 16),
             tf.constant(rng.choice(500, 32, replace=False), tf.int32), normal(32, 16),
-            tf.constant(True), momentum=1.0, min_cluster_size=20),
-        "interclr_cluster_bank": lambda: cluster_bank(unit(500, 16), normal(10, 16), 5, 20, 0),
+            tf.constant(True), momentum=0.0, min_cluster_size=20),
+        # InterCLR's initial clustering settles k-means labels on the whole bank.
+        "settle_clusters": lambda: settle_clusters(
+            unit(500, 16), labels_with_a_small_cluster(), normal(10, 16), 20),
     }}
     for name, kernel in kernels.items():
         for _ in range({CALLS}):

@@ -1,10 +1,16 @@
-"""Gather, run on the global batch, slice: 2 replicas agree with one device."""
+"""Gather, run on the global batch, slice: 2 replicas agree with one device.
+
+`on_global_batch` lives in `keras_ssl.distribute`; the kernels it runs are in
+`keras_ssl.ops`. (That replicated memory layers stay identical across replicas
+is tested with the memory family, in tests/core/test_memory.py.)
+"""
 
 import numpy as np
 import tensorflow as tf
 
-from keras_ssl import distribute
-from keras_ssl.ops import MemoryBankKMeans, kmeans, mira_assign, on_global_batch, sinkhorn
+from keras_ssl import distribute, ops
+from keras_ssl.distribute import on_global_batch
+from keras_ssl.ops import kmeans, mira_assign, sinkhorn
 from tests.methods.harness import mirrored_strategy
 
 GLOBAL_BATCH = 8
@@ -45,33 +51,7 @@ def test_kernels_on_the_global_batch_match_one_device():
                                mira_assign(scores / 0.2, 0.7, 10).numpy(), atol=1e-6)
 
 
-def test_memory_kmeans_state_is_replicated():
-    strategy = mirrored_strategy()
-    rng = np.random.default_rng(1)
-    bank = rng.standard_normal((48, 4)).astype("float32")
-    indices = tf.constant(rng.permutation(48)[:GLOBAL_BATCH], tf.int32)
-    features = tf.constant(rng.standard_normal((GLOBAL_BATCH, 4)).astype("float32"))
-
-    def build():
-        memory = MemoryBankKMeans(48, 4, num_clusters=3, min_cluster_size=8,
-                                  centroid_update_interval=1)
-        memory.initialize(bank, np.arange(48) % 3)
-        return memory
-
-    single = build()
-    single.update(indices, features)
-    with strategy.scope():
-        mirrored = build()
-    assert mirrored.centroids.value.aggregation == tf.VariableAggregation.ONLY_FIRST_REPLICA
-
-    def per_replica(local_rows):
-        # Like after_apply: every replica updates from the all-gathered batch.
-        gathered = distribute.all_gather(local_rows)
-        mirrored.update(indices, gathered)
-        return tf.zeros([1])
-
-    run_per_replica(strategy, per_replica, features)
-    for variable in ("assignments", "centroids", "features"):
-        expected = getattr(single, variable).numpy()
-        for value in strategy.experimental_local_results(getattr(mirrored, variable).value):
-            np.testing.assert_allclose(value.numpy(), expected, atol=1e-6)
+def test_ops_still_exports_on_global_batch():
+    assert ops.on_global_batch is distribute.on_global_batch
+    from keras_ssl.ops.distributed import on_global_batch as old_location
+    assert old_location is on_global_batch

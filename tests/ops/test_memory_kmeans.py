@@ -1,9 +1,15 @@
-"""InterCLR's memory-bank k-means against a NumPy reference of one update."""
+"""InterCLR's memory-bank k-means against a NumPy reference of one update.
+
+The kernel is `keras_ssl.ops.memory_kmeans_step`; the state that calls it is
+`keras_ssl.layers.ClusteredBank` (the memory family's rules, shared with the
+other banks, are tested in tests/core/test_memory.py).
+"""
 
 import numpy as np
 import tensorflow as tf
 
-from keras_ssl.ops import MemoryBankKMeans, memory_kmeans_step
+from keras_ssl.layers import ClusteredBank
+from keras_ssl.ops import memory_kmeans_step
 
 NUM_ROWS, DIM, NUM_CLUSTERS, MIN_SIZE = 240, 6, 6, 15
 
@@ -37,7 +43,7 @@ def reference_split(bank, members, min_size):
 
 
 def reference_step(bank, labels, centroids, indices, features, recompute, min_size):
-    """One InterCLR update (momentum 1.0) in NumPy, following the official memory."""
+    """One InterCLR update (rows replaced, momentum 0.0) in NumPy, as the official memory."""
     bank, labels, centroids = bank.copy(), labels.copy(), centroids.copy()
     bank[indices] = normalize(features)
     labels[indices] = np.argmax(bank[indices] @ centroids.T, axis=1)
@@ -78,7 +84,7 @@ def pulled_batch(centroid, count=60, seed=1):
 def run_step(state, indices, features, recompute, min_size=MIN_SIZE):
     return memory_kmeans_step(*(tf.constant(s) for s in state), tf.constant(indices, tf.int32),
                               tf.constant(features), tf.constant(recompute),
-                              momentum=1.0, min_cluster_size=min_size)
+                              momentum=0.0, min_cluster_size=min_size)
 
 
 def test_update_matches_numpy_and_dissolves_small_clusters():
@@ -115,30 +121,30 @@ def test_update_matches_numpy_and_dissolves_small_clusters():
 
 
 def test_layer_keeps_every_cluster_at_the_minimum_size():
-    memory = MemoryBankKMeans(NUM_ROWS, DIM, NUM_CLUSTERS, min_cluster_size=MIN_SIZE,
-                              centroid_update_interval=2)
+    memory = ClusteredBank(NUM_ROWS, DIM, NUM_CLUSTERS, min_cluster_size=MIN_SIZE,
+                           centroid_update_interval=2)
     memory.initialize(clustered_rows(seed=3), num_iters=5)
     assert np.bincount(memory.assignments.numpy(), minlength=NUM_CLUSTERS).min() >= MIN_SIZE
     rng = np.random.default_rng(4)
     for step in range(3):
         indices = rng.permutation(NUM_ROWS)[:40]
         target = memory.centroids.numpy()[0]
-        memory.update(tf.constant(indices), tf.constant(pulled_batch(target, 40, seed=step)))
+        memory.write(tf.constant(indices), tf.constant(pulled_batch(target, 40, seed=step)))
         sizes = np.bincount(memory.assignments.numpy(), minlength=NUM_CLUSTERS)
         assert sizes.min() >= MIN_SIZE, (step, sizes)
     assert int(memory.updates.numpy()) == 3
 
 
 def test_update_assigns_rows_to_the_nearest_centroid():
-    memory = MemoryBankKMeans(NUM_ROWS, DIM, NUM_CLUSTERS, min_cluster_size=MIN_SIZE,
-                              centroid_update_interval=1000)
+    memory = ClusteredBank(NUM_ROWS, DIM, NUM_CLUSTERS, min_cluster_size=MIN_SIZE,
+                           centroid_update_interval=1000)
     # 40 members per cluster: 5 relabelled rows cannot make one small.
     memory.initialize(clustered_rows(seed=5), np.arange(NUM_ROWS) % NUM_CLUSTERS)
     before_bank, before_labels = memory.features.numpy(), memory.assignments.numpy()
     centroids = memory.centroids.numpy()
     indices = np.array([3, 50, 7, 199, 120])
     features = np.random.default_rng(6).standard_normal((5, DIM)).astype("float32")
-    memory.update(tf.constant(indices), tf.constant(features))
+    memory.write(tf.constant(indices), tf.constant(features))
     np.testing.assert_array_equal(memory.assignments.numpy()[indices],
                                   np.argmax(normalize(features) @ centroids.T, axis=1))
     np.testing.assert_allclose(memory.features.numpy()[indices], normalize(features),
@@ -150,12 +156,12 @@ def test_update_assigns_rows_to_the_nearest_centroid():
 
 
 def test_centroids_are_member_means_after_the_interval():
-    memory = MemoryBankKMeans(NUM_ROWS, DIM, NUM_CLUSTERS, min_cluster_size=MIN_SIZE,
-                              centroid_update_interval=2)
+    memory = ClusteredBank(NUM_ROWS, DIM, NUM_CLUSTERS, min_cluster_size=MIN_SIZE,
+                           centroid_update_interval=2)
     memory.initialize(clustered_rows(seed=7), np.arange(NUM_ROWS) % NUM_CLUSTERS)
     rng = np.random.default_rng(8)
     for _ in range(2):
-        memory.update(tf.constant(rng.permutation(NUM_ROWS)[:16]),
+        memory.write(tf.constant(rng.permutation(NUM_ROWS)[:16]),
                       tf.constant(rng.standard_normal((16, DIM)).astype("float32")))
     bank, labels = memory.features.numpy(), memory.assignments.numpy()
     expected = np.stack([bank[labels == c].mean(0) for c in range(NUM_CLUSTERS)])
