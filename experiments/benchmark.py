@@ -65,12 +65,12 @@ LIGHTLY = {"simclr": (0.405, 137), "moco_v2": (0.374, 174), "byol": (0.298, 112)
 
 
 def run_protocol():
-    from experiments import presets
+    from keras_ssl import configs
     path = os.path.join(RESULTS, "cpu_small.json")
     results = _load_by_seed(path)
     seeds = [int(seed) for seed in (FLAGS.seeds or [FLAGS.seed])]
     for method in FLAGS.methods:
-        entry = presets.get("cifar10_cpu_small", method)
+        entry = configs.get("cifar10_cpu_small", method)
         config = dict(entry["flags"])
         if FLAGS.epochs:
             config["epochs"] = FLAGS.epochs
@@ -85,7 +85,7 @@ def run_protocol():
 def _fresh_run(method, entry, config, seed, run_name):
     """One preset run from scratch in work_dir/run_name; prints and returns its result."""
     import shutil
-    from experiments.pretrain import pretrain
+    from keras_ssl.training import pretrain
     model_dir = os.path.join(FLAGS.work_dir, run_name)
     if os.path.exists(model_dir):
         shutil.rmtree(model_dir)  # a benchmark times a fresh run, never a resume
@@ -136,12 +136,12 @@ def longtail_config(balanced_flags):
 
 
 def run_longtail():
-    from experiments import presets
+    from keras_ssl import configs
     path = os.path.join(RESULTS, "longtail.json")
     results = _load(path)
     seeds = [int(seed) for seed in (FLAGS.seeds or [FLAGS.seed])]
     for method in FLAGS.methods:
-        entry = presets.get("cifar10_cpu_small", method)
+        entry = configs.get("cifar10_cpu_small", method)
         config, expected_images = longtail_config(entry["flags"])
         if FLAGS.epochs:
             config["epochs"] = FLAGS.epochs

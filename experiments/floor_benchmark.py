@@ -12,9 +12,9 @@ initialisation), which starts from a different level.
 
 import keras
 
-from experiments.pretrain import load_training_data
 from keras_ssl import backbones, evaluation
 from keras_ssl import data as ssl_data
+from keras_ssl.training import load_training_data
 
 
 def measure_floor(data, *, train_per_class, imbalance_ratio, seed, image_size=32,

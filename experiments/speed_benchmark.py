@@ -22,14 +22,15 @@ import time
 
 import tensorflow as tf
 
-from experiments import presets
-from experiments.pretrain import build_method, load_training_data, make_views
+from keras_ssl import configs
 from keras_ssl import data as ssl_data
+from keras_ssl.methods import RunContext
+from keras_ssl.training import build_method, load_training_data, make_views
 
 
 def measure_speed(method, data, *, steps_per_round=10, rounds=3, warmup_steps=5, seed=0):
     """Images/s of `method` under its CPU-protocol preset: whole step, model, pipeline."""
-    entry = presets.get("cifar10_cpu_small", method)
+    entry = configs.get("cifar10_cpu_small", method)
     config = entry["flags"]
     batch_size = config["global_batch_size"]
     _, train, _ = load_training_data(
@@ -43,11 +44,11 @@ def measure_speed(method, data, *, steps_per_round=10, rounds=3, warmup_steps=5,
         strategy, method=method, backbone=config["backbone"],
         image_size=config["image_size"], width_multiplier=config["width_multiplier"],
         zero_init_residual=config.get("zero_init_residual", False),
-        method_kwargs=entry["method"], num_examples=len(train),
-        total_steps=steps * config["epochs"], optimizer=config["optimizer"],
-        learning_rate=config["learning_rate"], weight_decay=config["weight_decay"],
-        warmup_steps=steps * config["warmup_epochs"], steps_per_epoch=steps,
-        labels=train.labels)
+        method_kwargs=entry["method"],
+        run=RunContext(num_examples=len(train), steps_per_epoch=steps,
+                       epochs=config["epochs"], seed=seed),
+        optimizer=config["optimizer"], learning_rate=config["learning_rate"],
+        weight_decay=config["weight_decay"], warmup_steps=steps * config["warmup_epochs"])
     model.make_train_function()
 
     def pipeline():

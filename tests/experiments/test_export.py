@@ -8,7 +8,7 @@ import sys
 import keras
 import numpy as np
 
-from experiments.trained_run import restore_encoder
+from keras_ssl.training import restore_encoder
 from tests.experiments.test_evaluate import EXPORT, _run
 
 # Plain TensorFlow: keras_ssl is made unimportable, so the SavedModel must hold

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments.pretrain import _method_kwargs, make_optimizer
 from keras_ssl import backbones, methods
 from keras_ssl.checkpointing import EpochCheckpoint
+from keras_ssl.methods import RunContext
+from keras_ssl.training import make_optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "experiments", "train.py")
@@ -94,8 +95,8 @@ def _build(method, seed):
     keras.utils.set_random_seed(seed)
     encoder = backbones.get("tiny", image_size=16, width_multiplier=1.0)
     kwargs = {"moco_v2": {"queue_size": 16}, "npid": {}, "byol": {}}[method]
-    model = methods.get(method, encoder=encoder, **_method_kwargs(
-        method, kwargs, num_examples=32, total_steps=10))
+    model = methods.get(method, encoder=encoder,
+                        run=RunContext(num_examples=32, steps_per_epoch=5, epochs=2), **kwargs)
     optimizer = make_optimizer("sgd", learning_rate=0.1, weight_decay=1e-4,
                                total_steps=10, warmup_steps=2)
     model.compile(optimizer=optimizer)

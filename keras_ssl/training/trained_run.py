@@ -1,24 +1,20 @@
-"""A trained run's folder, as train.py leaves it: its config and its encoder.
+"""A trained run's folder, as `pretrain` leaves it: its config and its encoder.
 
-evaluate.py and export.py share this: both take `--checkpoint` as a
-model_dir or a checkpoint prefix and need the encoder back without the heads,
-targets, queues or banks of the method that trained it.
+Evaluation and export share this: both take a model_dir or a checkpoint
+prefix and need the encoder back without the heads, targets, queues or banks
+of the method that trained it.
 """
 
-import json
 import os
 
-# What train.py's pretrain() names it; kept here too so that checking a path
-# needs no TensorFlow import (pretrain imports it).
-RUN_CONFIG_FILE = "config.json"
+import tensorflow as tf
+
+from keras_ssl.training.build import make_backbone
+from keras_ssl.training.config import RUN_CONFIG_FILE, load_run_config
 
 
 def check_checkpoint_path(path):
-    """Raises FileNotFoundError unless `path` is a folder or a checkpoint prefix.
-
-    Needs only `os`, so the binaries can reject a mistyped path before the
-    seconds TensorFlow takes to import.
-    """
+    """Raises FileNotFoundError unless `path` is a folder or a checkpoint prefix; returns it."""
     path = os.path.expanduser(os.fspath(path))
     if not os.path.isdir(path) and not os.path.exists(path + ".index"):
         raise FileNotFoundError(
@@ -27,10 +23,8 @@ def check_checkpoint_path(path):
     return path
 
 
-def _model_dir_and_checkpoint(path):
-    """(model_dir, checkpoint prefix) for a model_dir or a checkpoint prefix."""
-    import tensorflow as tf
-
+def find_checkpoint(path):
+    """(model_dir, checkpoint prefix) of a model_dir or of a checkpoint prefix in one."""
     path = check_checkpoint_path(path)
     if os.path.isdir(path):
         for directory in (os.path.join(path, "checkpoints"), path):
@@ -41,42 +35,31 @@ def _model_dir_and_checkpoint(path):
             f"--checkpoint={path}: no checkpoint in {path} or {path}/checkpoints; "
             "pass a train.py --model_dir or a prefix such as MODEL_DIR/checkpoints/ckpt-3.")
     checkpoints_dir = os.path.dirname(os.path.abspath(path))
-    # train.py writes MODEL_DIR/checkpoints/ckpt-N; accept a prefix directly in MODEL_DIR too.
+    # pretrain writes MODEL_DIR/checkpoints/ckpt-N; accept a prefix directly in MODEL_DIR too.
     for model_dir in (os.path.dirname(checkpoints_dir), checkpoints_dir):
         if os.path.exists(os.path.join(model_dir, RUN_CONFIG_FILE)):
             return model_dir, path
     return os.path.dirname(checkpoints_dir), path
 
 
-def load_run_config(model_dir):
-    """The arguments of the pretrain() call that wrote `model_dir` (a dict)."""
-    config_path = os.path.join(model_dir, RUN_CONFIG_FILE)
-    if not os.path.exists(config_path):
-        raise FileNotFoundError(
-            f"--checkpoint: {config_path} is missing, so the encoder cannot be rebuilt; "
-            "it is written by train.py (runs trained before it existed need a new run).")
-    with open(config_path) as file:
-        return json.load(file)
-
-
 def restore_encoder(path):
-    """Rebuilds the run's backbone and restores its trained weights.
+    """Rebuilds a run's backbone and restores its trained weights.
 
     Only the method's `encoder` is restored (`expect_partial`): the checkpoint
     also holds heads, targets, banks and the optimizer, which evaluation and
     export do not need, so the method's constructor arguments do not matter.
 
     Args:
-        path: a train.py model_dir, or a checkpoint prefix inside it.
+        path: a `pretrain` model_dir, or a checkpoint prefix inside it.
 
     Returns:
         (encoder, run config dict, model_dir, checkpoint prefix).
+
+    Example:
+    >>> encoder, config, model_dir, prefix = restore_encoder("runs/simclr")
+    >>> features = encoder(images, training=False)
     """
-    import tensorflow as tf
-
-    from experiments.pretrain import make_backbone
-
-    model_dir, prefix = _model_dir_and_checkpoint(path)
+    model_dir, prefix = find_checkpoint(path)
     config = load_run_config(model_dir)
     encoder = make_backbone(config["method"], config["backbone"],
                             image_size=config["image_size"],

@@ -1,0 +1,6 @@
+"""The command-line programs: keras-ssl-train, keras-ssl-evaluate, keras-ssl-export.
+
+Each module defines its absl flags when its `main()` runs, so importing one
+never clashes with another's flags; `experiments/train.py`, `evaluate.py` and
+`export.py` are the same programs run from a source tree.
+"""

@@ -1,0 +1,128 @@
+"""keras-ssl-train: trains a self-supervised method and prints its results as one JSON line.
+
+    keras-ssl-train --method=simclr --preset=cifar10_cpu_small \
+        --data=../shared/data/cifar10 --model_dir=/tmp/simclr
+
+Rerunning the same command resumes from the last epoch checkpoint in
+--model_dir, also after a kill (SIGKILL included) or a damaged newest
+checkpoint; with --deterministic the resumed run ends with the same weights
+as an uninterrupted one. A NaN/Inf loss stops the run with exit status 1 and
+one error line naming the step; the checkpoints end at the last good epoch.
+Bad flags or paths end with one error line and exit status 2.
+Flags given on the command line override the preset.
+"""
+
+import os
+
+import keras_ssl  # noqa: F401  (sets TensorFlow's environment first)
+from absl import app, flags, logging
+
+from keras_ssl.cli.common import json_main
+
+FLAGS = flags.FLAGS
+
+# Flags copied into PretrainConfig under their own names.
+_CONFIG_FLAGS = (
+    "method", "data", "backbone", "width_multiplier", "zero_init_residual", "image_size",
+    "train_per_class", "imbalance_ratio", "epochs", "global_batch_size", "optimizer",
+    "learning_rate", "weight_decay", "warmup_epochs", "blur", "model_dir", "seed",
+    "strategy", "cpu_replicas", "tpu", "knn_every_epochs", "knn_k", "knn_temperature",
+    "mixed_precision", "jit_compile", "export_dir", "verbose", "deterministic")
+
+
+def define_flags():
+    """Defines the program's flags (once per process)."""
+    if "method" in FLAGS:
+        return
+    from keras_ssl import distribute
+    from keras_ssl.methods import registry
+    from keras_ssl.training.build import OPTIMIZERS
+
+    flags.DEFINE_enum("method", None, registry.available(), "Method to train.")
+    flags.DEFINE_string("data", None, "Image folder path, tfds:NAME or npz:PATH.")
+    flags.DEFINE_string("preset", None, "Preset of keras_ssl.configs, e.g. cifar10_cpu_small.")
+    flags.DEFINE_string("backbone", "resnet18", "resnet18|resnet34|resnet50|tiny|keras:<Name>.")
+    flags.DEFINE_float("width_multiplier", 1.0, "Backbone channel multiplier.")
+    flags.DEFINE_boolean("zero_init_residual", False,
+                         "ResNets: start every residual branch at zero (last BN scale 0).")
+    flags.DEFINE_integer("image_size", 32, "Side of the (square) training views.")
+    flags.DEFINE_integer("train_per_class", 0, "First N training images of each class (0: all).")
+    flags.DEFINE_float("imbalance_ratio", 0.0, "Long-tail subset with this ratio (0: balanced).")
+    flags.DEFINE_integer("epochs", 10, "Training epochs.")
+    flags.DEFINE_integer("global_batch_size", 256, "Batch size summed over all replicas.")
+    flags.DEFINE_enum("optimizer", "sgd", list(OPTIMIZERS), "Optimizer.")
+    flags.DEFINE_float("learning_rate", 0.12, "Peak learning rate (after warm-up).")
+    flags.DEFINE_float("weight_decay", 5e-4, "Weight decay.")
+    flags.DEFINE_integer("warmup_epochs", 0, "Linear warm-up epochs before the cosine decay.")
+    flags.DEFINE_boolean("blur", True, "Gaussian blur in the views (off in the CPU protocol).")
+    flags.DEFINE_string("model_dir", None,
+                        "Checkpoints, TensorBoard logs (default: runs/<method>).")
+    flags.DEFINE_integer("seed", 0, "Seed of weights, data order and augmentation.")
+    flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
+                      "tf.distribute strategy.")
+    flags.DEFINE_integer("cpu_replicas", 0,
+                         "Split the CPU into N logical devices (mirrored tests).")
+    flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+    flags.DEFINE_integer("knn_every_epochs", 0,
+                         "kNN monitor period in epochs (0: only at the end).")
+    flags.DEFINE_integer("knn_k", 200, "Neighbours of the kNN monitor.")
+    flags.DEFINE_float("knn_temperature", 0.1, "Vote temperature of the kNN monitor.")
+    flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 (GPU) / mixed_bfloat16 (TPU).")
+    flags.DEFINE_boolean("jit_compile", False, "XLA-compile the whole step (single device only).")
+    flags.DEFINE_string("export_dir", None,
+                        "Export the encoder here at the end (SavedModel + .keras).")
+    flags.DEFINE_boolean("deterministic", False,
+                         "Deterministic TF ops and seeds: a resumed run ends with the same "
+                         "weights as an uninterrupted one (slower on GPUs).")
+    flags.DEFINE_integer("debug_inject_nan_at_step", 0,
+                         "Testing aid: make the loss of this 1-based global step NaN (0: off).")
+    flags.DEFINE_integer("verbose", 1,
+                         "Keras fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
+    flags.mark_flags_as_required(["method", "data"])
+
+
+def apply_preset():
+    """Fills flags the command line did not set from --preset.
+
+    Returns the preset's (method keyword arguments, view keyword arguments).
+    """
+    if not FLAGS.preset:
+        return {}, {}
+    from keras_ssl import configs
+
+    entry = configs.get(FLAGS.preset, FLAGS.method)
+    for name, value in entry["flags"].items():
+        if not FLAGS[name].present:
+            FLAGS[name].value = value
+    return entry["method"], entry["views"]
+
+
+def config_from_flags():
+    """The `PretrainConfig` the command line (and its preset) asks for."""
+    from keras_ssl.training import PretrainConfig
+
+    method_kwargs, view_kwargs = apply_preset()
+    values = {name: FLAGS[name].value for name in _CONFIG_FLAGS}
+    values["model_dir"] = values["model_dir"] or os.path.join("runs", FLAGS.method)
+    return PretrainConfig(**values, inject_nan_at_step=FLAGS.debug_inject_nan_at_step,
+                          method_kwargs=method_kwargs, view_kwargs=view_kwargs)
+
+
+def train():
+    """Runs the configured training; its result dict (None on non-chief workers)."""
+    from keras_ssl.training import pretrain
+
+    return pretrain(config_from_flags())
+
+
+def main():
+    """Console entry point of keras-ssl-train."""
+    from keras_ssl.fault_tolerance import NonFiniteLossError
+
+    define_flags()
+    logging.set_verbosity(logging.WARNING)
+    app.run(json_main(train, failures=((NonFiniteLossError, 1),)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The pieces of a run built from names: backbone, views, optimizer and the compiled method."""
+
+import inspect
+
+import keras
+
+from keras_ssl import augment, backbones, methods
+from keras_ssl.optimizers import LARS, SGD, WarmupCosine
+
+OPTIMIZERS = ("sgd", "lars", "adamw")
+
+
+def make_optimizer(name, *, learning_rate, weight_decay, total_steps, warmup_steps):
+    """`name` (one of `OPTIMIZERS`) on a linear warm-up then cosine schedule."""
+    schedule = WarmupCosine(learning_rate, total_steps=total_steps,
+                            warmup_steps=warmup_steps)
+    if name == "sgd":
+        return SGD(schedule, momentum=0.9, weight_decay=weight_decay)
+    if name == "lars":
+        return LARS(schedule, momentum=0.9, weight_decay=weight_decay)
+    if name == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+    raise ValueError(f"--optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}.")
+
+
+def make_views(method, *, image_size, blur, view_kwargs=None):
+    """The view recipe `method` trains on, sized to `image_size`."""
+    recipe_name = methods.METHODS[method].recipe_name
+    # Multi-crop recipes are sized by their global crops (`global_size`).
+    recipe_parameters = inspect.signature(augment.RECIPES[recipe_name]).parameters
+    size_key = "image_size" if "image_size" in recipe_parameters else "global_size"
+    return augment.get_recipe(recipe_name, blur=blur,
+                              **{size_key: image_size, **(view_kwargs or {})})
+
+
+def make_backbone(method, backbone, *, image_size, width_multiplier, zero_init_residual=False):
+    """The encoder a run of `method` trains (and that evaluation and export rebuild).
+
+    Methods whose views come in several sizes (multi-crop: SwAV, MIRA) get a
+    backbone built to accept any image size, rather than one relaxed after the
+    fact, so the exported `encoder.keras` accepts any size too.
+    """
+    return backbones.get(backbone, image_size=image_size,
+                         width_multiplier=width_multiplier,
+                         any_image_size=methods.METHODS[method].mixed_image_sizes,
+                         zero_init_residual=zero_init_residual)
+
+
+def build_method(strategy, *, method, backbone, image_size, width_multiplier, run,
+                 optimizer, learning_rate, weight_decay, warmup_steps,
+                 method_kwargs=None, zero_init_residual=False, mixed_precision=False,
+                 jit_compile=False):
+    """The compiled method with a built optimizer, every variable created under `strategy`.
+
+    Args:
+        strategy: the `tf.distribute.Strategy` the run trains under.
+        method: registry name of the method.
+        run: the `keras_ssl.methods.RunContext` of the run (examples, steps
+            per epoch, epochs, seed): the method reads its bank size and
+            schedules from it, and the learning-rate schedule spans
+            `run.total_steps`.
+        method_kwargs: constructor keyword arguments of the method.
+        Other arguments: as `PretrainConfig`; `warmup_steps` in optimizer steps.
+
+    Building the optimizer here, not at the first step, creates its slots
+    under the strategy before `fit`, which a multi-worker `fit` needs
+    (`keras_ssl.distribute.adapt_fit_to_multi_worker`) and which lets a
+    checkpoint restore them before training starts.
+    """
+    with strategy.scope():
+        encoder = make_backbone(method, backbone, image_size=image_size,
+                                width_multiplier=width_multiplier,
+                                zero_init_residual=zero_init_residual)
+        model = methods.get(method, encoder=encoder, run=run, **(method_kwargs or {}))
+        opt = make_optimizer(optimizer, learning_rate=learning_rate,
+                             weight_decay=weight_decay, total_steps=run.total_steps,
+                             warmup_steps=warmup_steps)
+        if mixed_precision:
+            opt = keras.optimizers.LossScaleOptimizer(opt)
+        model.compile(optimizer=opt, jit_compile=jit_compile)
+        opt.build(model.update_variables())
+    return model

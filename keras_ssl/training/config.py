@@ -1,0 +1,131 @@
+"""What a pre-training run is asked to do, and the file that records it beside its checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Mapping, Optional
+
+# Written into every run's model_dir; `restore_encoder`, evaluate and export
+# rebuild the encoder from it without knowing how the run was started.
+RUN_CONFIG_FILE = "config.json"
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """The arguments of one `keras_ssl.training.pretrain` run.
+
+    Field names are the flags of `keras-ssl-train` (and of
+    `experiments/train.py`), with the units in their names; a preset's
+    flags (`keras_ssl.configs.get(preset, method)["flags"]`) are valid
+    fields as they are.
+
+    Args:
+        method: a registry name (`keras_ssl.methods.available()`).
+        data: an image folder, `tfds:NAME` or `npz:PATH`.
+        backbone: `resnet18|resnet34|resnet50|tiny|keras:<Name>`.
+        width_multiplier: backbone channel multiplier.
+        zero_init_residual: ResNets start every residual branch at zero.
+        image_size: side of the square training views, in pixels.
+        train_per_class: first N training images of each class (0: all).
+        imbalance_ratio: long-tail subset with this head/tail ratio (0: balanced).
+        epochs: training epochs.
+        global_batch_size: batch size summed over every replica of every worker.
+        optimizer: `sgd`, `lars` or `adamw`.
+        learning_rate: peak learning rate, after warm-up.
+        weight_decay: weight decay coefficient.
+        warmup_epochs: linear warm-up before the cosine decay.
+        blur: Gaussian blur in the views.
+        model_dir: checkpoints, TensorBoard logs and config.json; rerunning
+            with the same model_dir resumes.
+        seed: seed of weights, data order and augmentation.
+        strategy: `default`, `mirrored`, `multi_worker` or `tpu`.
+        cpu_replicas: split the CPU into N logical devices (0: leave it whole).
+        tpu: TPU name or address for `strategy="tpu"`.
+        knn_every_epochs: kNN monitor period in epochs (0: only at the end).
+        knn_k: neighbours of the kNN monitor.
+        knn_temperature: vote temperature of the kNN monitor.
+        mixed_precision: mixed_float16 (GPU) or mixed_bfloat16 (TPU).
+        jit_compile: XLA-compile the whole step (single device only).
+        export_dir: export the encoder here at the end (None: no export).
+        verbose: Keras `fit` verbosity.
+        deterministic: deterministic TF ops, so a resumed run ends with the
+            weights of an uninterrupted one.
+        inject_nan_at_step: test aid: make the loss of this 1-based global
+            step NaN (0: off).
+        method_kwargs: constructor keyword arguments of the method
+            (a preset's "method" entry).
+        view_kwargs: keyword arguments of the method's view recipe
+            (a preset's "views" entry).
+
+    Example:
+    >>> config = PretrainConfig(method="simclr", data="npz:cifar10.npz",
+    ...                         backbone="tiny", epochs=2, model_dir="/tmp/simclr")
+    >>> dataclasses.replace(config, epochs=4).epochs
+    4
+    """
+
+    method: str
+    data: str
+    backbone: str = "resnet18"
+    width_multiplier: float = 1.0
+    zero_init_residual: bool = False
+    image_size: int = 32
+    train_per_class: int = 0
+    imbalance_ratio: float = 0.0
+    epochs: int = 10
+    global_batch_size: int = 256
+    optimizer: str = "sgd"
+    learning_rate: float = 0.12
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 0
+    blur: bool = True
+    model_dir: str = "runs"
+    seed: int = 0
+    strategy: str = "default"
+    cpu_replicas: int = 0
+    tpu: str = ""
+    knn_every_epochs: int = 0
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    export_dir: Optional[str] = None
+    verbose: int = 1
+    deterministic: bool = False
+    inject_nan_at_step: int = 0
+    method_kwargs: Optional[Mapping[str, Any]] = None
+    view_kwargs: Optional[Mapping[str, Any]] = None
+
+    @classmethod
+    def from_dict(cls, values):
+        """The config of a dict such as a run's config.json; unknown keys are an error."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"Unknown pretrain arguments {unknown}; valid are {sorted(names)}.")
+        return cls(**values)
+
+    def to_dict(self):
+        """The fields as a flat dict (values are not copied: method kwargs may hold layers)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+
+def write_run_config(model_dir, config):
+    """Writes `config` (a `PretrainConfig`) as model_dir/config.json."""
+    os.makedirs(model_dir, exist_ok=True)
+    with open(os.path.join(model_dir, RUN_CONFIG_FILE), "w") as file:
+        # Objects in method_kwargs (e.g. objectives) are recorded by their repr.
+        json.dump(config.to_dict(), file, indent=1, sort_keys=True, default=repr)
+
+
+def load_run_config(model_dir):
+    """The arguments of the `pretrain` call that wrote `model_dir`, as a dict."""
+    config_path = os.path.join(model_dir, RUN_CONFIG_FILE)
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(
+            f"--checkpoint: {config_path} is missing, so the encoder cannot be rebuilt; "
+            "it is written by train.py (runs trained before it existed need a new run).")
+    with open(config_path) as file:
+        return json.load(file)

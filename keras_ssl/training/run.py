@@ -1,0 +1,189 @@
+"""`pretrain`: one self-supervised training run, resumable, from a `PretrainConfig`.
+
+Builds the strategy, data, views, backbone, method and optimizer; resumes from
+the last checkpoint in `model_dir`; trains with `fit` (stopping at the first
+non-finite loss); evaluates with kNN; exports the encoder if asked; and
+returns the run's results as a dict.
+"""
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+import keras
+
+from keras_ssl import distribute, methods
+from keras_ssl import data as ssl_data
+from keras_ssl.checkpointing import EpochCheckpoint
+from keras_ssl.distribute.strategy import is_chief, worker_directory
+from keras_ssl.evaluation import KnnMonitor
+from keras_ssl.export import export_encoder
+from keras_ssl.fault_tolerance import InjectNaN, StopOnNonFiniteLoss, enable_determinism
+from keras_ssl.methods import RunContext
+from keras_ssl.training.build import build_method, make_views
+from keras_ssl.training.config import PretrainConfig, write_run_config
+from keras_ssl.training.data import load_training_data
+from keras_ssl.training.feature_pass import EpochFeaturePass
+from keras_ssl.training.timer import EpochTimer
+
+# Batch size of the un-augmented passes over the data (kNN, epoch features).
+EVAL_BATCH_SIZE = 512
+
+
+def pretrain(config=None, /, **overrides):
+    """Trains a self-supervised method; returns a dict of results.
+
+    Rerunning with the same `model_dir` resumes from its newest checkpoint
+    (weights, optimizer, EMA targets, banks, queues, epoch), and a run whose
+    last epoch is already saved trains nothing and evaluates. The arguments
+    are saved as `model_dir/config.json`, from which `restore_encoder`
+    rebuilds the encoder.
+
+    Args:
+        config: a `PretrainConfig` (or a dict of its fields). Omitted, the
+            keyword arguments are the config.
+        **overrides: `PretrainConfig` fields; with `config` they replace its
+            values.
+
+    Returns:
+        A dict with `method`, `epochs`, `epochs_run`, `initial_epoch`,
+        `train_images`, `global_batch_size`, `replicas`, `skipped_files`,
+        `loss` (last epoch's mean), `knn_top1` (None without labelled train
+        and test splits), `train_seconds`, `train_images_per_s`,
+        `model_dir` and `saved_model` (None without `export_dir`).
+        None on the non-chief workers of a multi-worker job: they train in
+        lockstep with the chief but write nothing to `model_dir`.
+
+    Raises:
+        keras_ssl.fault_tolerance.NonFiniteLossError: the loss became NaN or
+            Inf; the checkpoints then end at the last good epoch.
+        ValueError: an unknown method, strategy or optimizer, or checkpoints
+            in `model_dir` of another model.
+
+    Example:
+    >>> result = pretrain(method="simclr", data="npz:cifar10.npz", backbone="tiny",
+    ...                   epochs=2, global_batch_size=64, model_dir="/tmp/simclr")
+    >>> result["knn_top1"]
+    """
+    config = _as_config(config, overrides)
+    if config.method not in methods.METHODS:
+        raise ValueError(f"--method={config.method!r} is not one of "
+                         f"{', '.join(methods.available())}.")
+    strategy = distribute.make_strategy(config.strategy, cpu_replicas=config.cpu_replicas,
+                                        tpu_address=config.tpu)
+    chief = is_chief(strategy)
+    if chief:
+        write_run_config(config.model_dir, config)
+    _seed_and_precision(config)
+    source, train, skipped_files = load_training_data(
+        config.data, image_size=config.image_size, train_per_class=config.train_per_class,
+        imbalance_ratio=config.imbalance_ratio)
+    steps = ssl_data.steps_per_epoch(train, config.global_batch_size)
+    run = RunContext(num_examples=len(train), steps_per_epoch=steps, epochs=config.epochs,
+                     seed=config.seed)
+    views = make_views(config.method, image_size=config.image_size, blur=config.blur,
+                       view_kwargs=config.view_kwargs)
+    model = build_method(
+        strategy, method=config.method, backbone=config.backbone,
+        image_size=config.image_size, width_multiplier=config.width_multiplier,
+        zero_init_residual=config.zero_init_residual, method_kwargs=config.method_kwargs,
+        run=run, optimizer=config.optimizer, learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay, warmup_steps=steps * config.warmup_epochs,
+        mixed_precision=config.mixed_precision, jit_compile=config.jit_compile)
+    distribute.adapt_fit_to_multi_worker(model, strategy)
+
+    # Every worker restores from the chief's directory (shared storage on a
+    # real cluster) and takes part in each save, but only the chief's lands there.
+    checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
+    checkpoint = EpochCheckpoint(model, checkpoint_dir,
+                                 write_directory=worker_directory(checkpoint_dir, strategy))
+    initial_epoch = checkpoint.restore_latest()
+    timer = EpochTimer()
+    train_eval = ssl_data.eval_dataset(train, batch_size=EVAL_BATCH_SIZE,
+                                       image_size=config.image_size)
+    monitor = None
+    if chief and source.num_classes and source.test is not None:
+        monitor = KnnMonitor(
+            lambda: model.encoder, train_eval,
+            ssl_data.eval_dataset(source.test, batch_size=EVAL_BATCH_SIZE,
+                                  image_size=config.image_size),
+            num_classes=source.num_classes, every_epochs=config.knn_every_epochs,
+            k=config.knn_k, temperature=config.knn_temperature)
+    callbacks = _callbacks(config, chief=chief, timer=timer, checkpoint=checkpoint,
+                           feature_pass=EpochFeaturePass(train_eval), monitor=monitor)
+
+    history = {}
+    if initial_epoch < config.epochs:
+        dataset = ssl_data.distributed_train_dataset(
+            strategy, train, global_batch_size=config.global_batch_size, view_fn=views,
+            seed=config.seed, start_epoch=initial_epoch, epochs=config.epochs,
+            image_size=config.image_size)
+        history = model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps, callbacks=callbacks,
+                            verbose=config.verbose, shuffle=False).history
+    if not chief:
+        return None
+    knn_top1 = None
+    if monitor is not None:
+        # A run resumed after its last epoch trains nothing: evaluate now.
+        knn_top1 = (monitor.last_result or monitor.evaluate())["top1"]
+    saved_model = None
+    if config.export_dir:
+        saved_model = export_encoder(model.encoder, config.export_dir,
+                                     image_size=config.image_size)
+    images_seen = timer.epochs * steps * config.global_batch_size
+    return {
+        "method": config.method,
+        "epochs": config.epochs,
+        "epochs_run": timer.epochs,
+        "initial_epoch": initial_epoch,
+        "train_images": len(train),
+        "global_batch_size": config.global_batch_size,
+        "replicas": strategy.num_replicas_in_sync,
+        "skipped_files": skipped_files,
+        "loss": float(history["loss"][-1]) if history.get("loss") else None,
+        "knn_top1": knn_top1,
+        "train_seconds": round(timer.seconds, 2),
+        "train_images_per_s": (round(images_seen / timer.seconds, 1)
+                               if timer.seconds else None),
+        "model_dir": config.model_dir,
+        "saved_model": saved_model,
+    }
+
+
+def _as_config(config, overrides):
+    if config is None:
+        return PretrainConfig(**overrides)
+    if isinstance(config, Mapping):
+        config = PretrainConfig.from_dict(config)
+    if not isinstance(config, PretrainConfig):
+        raise TypeError(f"pretrain takes a PretrainConfig or a dict, got {type(config).__name__}.")
+    return dataclasses.replace(config, **overrides)
+
+
+def _seed_and_precision(config):
+    """Global seeds (and deterministic ops if asked) and the mixed-precision policy."""
+    if config.deterministic:
+        enable_determinism(config.seed)
+    else:
+        keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy(
+            "mixed_bfloat16" if config.strategy == "tpu" else "mixed_float16")
+
+
+def _callbacks(config, *, chief, timer, checkpoint, feature_pass, monitor):
+    """The fit callbacks, in the order their epoch hooks must run."""
+    # The NaN guard comes before the checkpoint: it raises at the bad batch,
+    # so no on_epoch_end (and no checkpoint) follows a non-finite step.
+    callbacks = [InjectNaN(config.inject_nan_at_step)] if config.inject_nan_at_step else []
+    # The feature pass runs at epoch begin, after the timer starts (it is part
+    # of training) and before the checkpoint, so the state it sets (clusters,
+    # neighbour tables) is saved with the epoch. It does nothing unless the
+    # method asks for epoch features.
+    callbacks += [StopOnNonFiniteLoss(), timer, feature_pass, checkpoint]
+    if monitor is not None:
+        callbacks.append(monitor)
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs")))
+    return callbacks

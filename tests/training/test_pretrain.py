@@ -1,0 +1,100 @@
+"""keras_ssl.training.pretrain from Python: results, config.json, resume, NaN stop, features."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_ssl import methods
+from keras_ssl.fault_tolerance import NonFiniteLossError
+from keras_ssl.methods.simclr import SimCLR
+from keras_ssl.training import PretrainConfig, load_run_config, pretrain, restore_encoder
+from tests.experiments.test_fault_tolerance import newest_checkpoint_number, write_npz
+
+RESULT_KEYS = {"method", "epochs", "epochs_run", "initial_epoch", "train_images",
+               "global_batch_size", "replicas", "skipped_files", "loss", "knn_top1",
+               "train_seconds", "train_images_per_s", "model_dir", "saved_model"}
+
+
+@pytest.fixture(scope="module")
+def data_spec(tmp_path_factory):
+    # 64 images at batch 16: 4 steps an epoch.
+    return "npz:" + write_npz(tmp_path_factory.mktemp("data") / "train.npz", 64).as_posix()
+
+
+def _config(data_spec, model_dir, **changes):
+    values = dict(method="simclr", data=data_spec, backbone="tiny", global_batch_size=16,
+                  epochs=2, knn_k=5, verbose=0, model_dir=str(model_dir))
+    return PretrainConfig(**{**values, **changes})
+
+
+def _iterations(model_dir):
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def test_a_second_call_resumes_from_the_checkpoint(data_spec, tmp_path):
+    config = _config(data_spec, tmp_path / "run")
+    # Keyword arguments work as well as a config; stop after the first epoch.
+    first = pretrain(**dict(config.to_dict(), epochs=1))
+    assert set(first) == RESULT_KEYS
+    assert first["epochs_run"] == 1 and first["initial_epoch"] == 0
+    assert first["train_images"] == 64 and first["replicas"] == 1
+    assert np.isfinite(first["loss"]) and 0.0 <= first["knn_top1"] <= 1.0
+    assert _iterations(config.model_dir) == 4
+
+    resumed = pretrain(config)
+    assert resumed["initial_epoch"] == 1 and resumed["epochs_run"] == 1
+    assert _iterations(config.model_dir) == 8
+    # config.json records the arguments of the latest call, for restore_encoder.
+    assert load_run_config(config.model_dir) == json.loads(json.dumps(config.to_dict()))
+    encoder, restored, *_ = restore_encoder(config.model_dir)
+    assert restored["epochs"] == 2 and encoder.output_shape[-1] == 16
+
+    # Past its last epoch a run trains nothing and evaluates the restored encoder.
+    again = pretrain(config)
+    assert again["epochs_run"] == 0 and again["loss"] is None
+    assert again["knn_top1"] == pytest.approx(resumed["knn_top1"])
+
+
+def test_a_nan_loss_stops_the_run_after_the_last_good_checkpoint(data_spec, tmp_path):
+    config = _config(data_spec, tmp_path / "run", inject_nan_at_step=6)
+    with pytest.raises(NonFiniteLossError) as error:
+        pretrain(config)
+    assert error.value.global_step == 6 and error.value.epoch == 2
+    assert newest_checkpoint_number(config.model_dir) == 1
+
+
+class _FeatureSimCLR(SimCLR):
+    """SimCLR that asks for the training set's features before its first epoch."""
+
+    uses_epoch_features = True
+    received = []
+
+    def wants_epoch_features(self, epoch):
+        return epoch == 0
+
+    def on_epoch_features(self, features, ctx):
+        type(self).received.append(tuple(features.shape))
+
+
+def test_methods_that_ask_for_epoch_features_receive_them(data_spec, tmp_path, monkeypatch):
+    monkeypatch.setitem(methods.METHODS, "feature_simclr", _FeatureSimCLR)
+    monkeypatch.setattr(_FeatureSimCLR, "received", [])
+    pretrain(_config(data_spec, tmp_path / "run", method="feature_simclr", epochs=1))
+    assert _FeatureSimCLR.received == [(64, 16)]
+
+
+def test_config_forms_and_errors():
+    config = PretrainConfig(method="simclr", data="npz:x.npz")
+    assert PretrainConfig.from_dict(config.to_dict()) == config
+    assert dataclasses.replace(config, epochs=3).epochs == 3
+    with pytest.raises(ValueError, match="imag_size"):
+        PretrainConfig.from_dict({"method": "simclr", "data": "npz:x.npz", "imag_size": 8})
+    with pytest.raises(ValueError, match="simclr"):
+        pretrain(config, method="no_such_method")
+    with pytest.raises(TypeError):
+        pretrain(["simclr"])
