@@ -27,7 +27,9 @@ _CONFIG_FLAGS = (
     "train_per_class", "imbalance_ratio", "epochs", "global_batch_size", "optimizer",
     "learning_rate", "weight_decay", "warmup_epochs", "blur", "model_dir", "seed",
     "strategy", "cpu_replicas", "tpu", "knn_every_epochs", "knn_k", "knn_temperature",
-    "mixed_precision", "jit_compile", "export_dir", "verbose", "deterministic")
+    "mixed_precision", "jit_compile", "export_dir", "verbose", "deterministic",
+    "labels_per_class", "label_fraction", "label_indices", "labeled_batch_size",
+    "hide_labels", "probe")
 
 
 def define_flags():
@@ -78,6 +80,19 @@ def define_flags():
                          "Testing aid: make the loss of this 1-based global step NaN (0: off).")
     flags.DEFINE_integer("verbose", 1,
                          "Keras fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
+    flags.DEFINE_integer("labels_per_class", 0,
+                         "Label budget: N labeled images per class drawn beside every "
+                         "batch by a class-balanced sampler (0: no labeled stream).")
+    flags.DEFINE_float("label_fraction", 0.0,
+                       "Label budget: a class-balanced fraction of the training split.")
+    flags.DEFINE_string("label_indices", None,
+                        "Label budget: a file of dataset indices, one per line.")
+    flags.DEFINE_integer("labeled_batch_size", 0,
+                         "Global batch size of the labeled stream (0: --global_batch_size).")
+    flags.DEFINE_boolean("hide_labels", False,
+                         "Give the unlabeled stream's rows label -1 (semi-supervised runs).")
+    flags.DEFINE_boolean("probe", False,
+                         "Train an online linear probe on detached features; logs probe_top1.")
     flags.mark_flags_as_required(["method", "data"])
 
 

@@ -54,6 +54,19 @@ class PretrainConfig:
             weights of an uninterrupted one.
         inject_nan_at_step: test aid: make the loss of this 1-based global
             step NaN (0: off).
+        labels_per_class, label_fraction, label_indices: a label budget
+            (at most one): N labels per class, a class-balanced fraction F of
+            the training split, or a file of dataset indices, one per line.
+            With one, every step also carries a labeled batch drawn by a
+            class-balanced sampler (`Batch.labeled`), for methods that learn
+            from a few labels.
+        labeled_batch_size: global batch size of that labeled stream (0: the
+            unlabeled global batch size).
+        hide_labels: give the unlabeled stream's rows label -1, so only the
+            labeled stream carries classes.
+        probe: train an online linear probe on the detached features beside
+            the method (solo-learn's habit); it logs `probe_top1` and the
+            result reports its last epoch's value.
         method_kwargs: constructor keyword arguments of the method
             (a preset's "method" entry).
         view_kwargs: keyword arguments of the method's view recipe
@@ -95,6 +108,12 @@ class PretrainConfig:
     verbose: int = 1
     deterministic: bool = False
     inject_nan_at_step: int = 0
+    labels_per_class: int = 0
+    label_fraction: float = 0.0
+    label_indices: Optional[str] = None
+    labeled_batch_size: int = 0
+    hide_labels: bool = False
+    probe: bool = False
     method_kwargs: Optional[Mapping[str, Any]] = None
     view_kwargs: Optional[Mapping[str, Any]] = None
 

@@ -83,10 +83,16 @@ def pretrain(config=None, /, **overrides):
                      seed=config.seed)
     views = make_views(config.method, image_size=config.image_size, blur=config.blur,
                        view_kwargs=config.view_kwargs)
+    labeled = _labeled_stream(config, train)
+    method_kwargs = dict(config.method_kwargs or {})
+    if config.probe:
+        if not source.num_classes:
+            raise ValueError(f"--probe needs labels, and --data={config.data} has none.")
+        method_kwargs.setdefault("probe_classes", source.num_classes)
     model = build_method(
         strategy, method=config.method, backbone=config.backbone,
         image_size=config.image_size, width_multiplier=config.width_multiplier,
-        zero_init_residual=config.zero_init_residual, method_kwargs=config.method_kwargs,
+        zero_init_residual=config.zero_init_residual, method_kwargs=method_kwargs,
         run=run, optimizer=config.optimizer, learning_rate=config.learning_rate,
         weight_decay=config.weight_decay, warmup_steps=steps * config.warmup_epochs,
         mixed_precision=config.mixed_precision, jit_compile=config.jit_compile)
@@ -117,7 +123,7 @@ def pretrain(config=None, /, **overrides):
         dataset = ssl_data.distributed_train_dataset(
             strategy, train, global_batch_size=config.global_batch_size, view_fn=views,
             seed=config.seed, start_epoch=initial_epoch, epochs=config.epochs,
-            image_size=config.image_size)
+            image_size=config.image_size, labeled=labeled, hide_labels=config.hide_labels)
         history = model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
                             steps_per_epoch=steps, callbacks=callbacks,
                             verbose=config.verbose, shuffle=False).history
@@ -142,6 +148,9 @@ def pretrain(config=None, /, **overrides):
         "replicas": strategy.num_replicas_in_sync,
         "skipped_files": skipped_files,
         "loss": float(history["loss"][-1]) if history.get("loss") else None,
+        "probe_top1": (float(history["probe_top1"][-1]) if history.get("probe_top1")
+                       else None),
+        "labeled_images": len(labeled) if labeled is not None else 0,
         "knn_top1": knn_top1,
         "train_seconds": round(timer.seconds, 2),
         "train_images_per_s": (round(images_seen / timer.seconds, 1)
@@ -149,6 +158,25 @@ def pretrain(config=None, /, **overrides):
         "model_dir": config.model_dir,
         "saved_model": saved_model,
     }
+
+
+def _labeled_stream(config, train):
+    """The labeled stream of the run's label budget, or None without one."""
+    budgets = {"labels_per_class": config.labels_per_class or None,
+               "fraction": config.label_fraction or None,
+               "indices": config.label_indices or None}
+    given = {name: value for name, value in budgets.items() if value is not None}
+    if not given:
+        if config.labeled_batch_size:
+            raise ValueError("--labeled_batch_size needs a label budget: --labels_per_class, "
+                             "--label_fraction or --label_indices.")
+        return None
+    if len(given) > 1:
+        raise ValueError("Give one label budget: --labels_per_class, --label_fraction or "
+                         f"--label_indices (got {', '.join(sorted(given))}).")
+    return ssl_data.LabeledStream.from_budget(
+        train, config.labeled_batch_size or config.global_batch_size, seed=config.seed,
+        **given)
 
 
 def _as_config(config, overrides):

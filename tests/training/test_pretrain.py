@@ -16,7 +16,8 @@ from tests.experiments.test_fault_tolerance import newest_checkpoint_number, wri
 
 RESULT_KEYS = {"method", "epochs", "epochs_run", "initial_epoch", "train_images",
                "global_batch_size", "replicas", "skipped_files", "loss", "knn_top1",
-               "train_seconds", "train_images_per_s", "model_dir", "saved_model"}
+               "train_seconds", "train_images_per_s", "model_dir", "saved_model",
+               "probe_top1", "labeled_images"}
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +99,15 @@ def test_config_forms_and_errors():
         pretrain(config, method="no_such_method")
     with pytest.raises(TypeError):
         pretrain(["simclr"])
+
+
+def test_a_label_budget_and_the_online_probe(data_spec, tmp_path):
+    result = pretrain(_config(data_spec, tmp_path / "probe", epochs=1, labels_per_class=2,
+                              labeled_batch_size=8, probe=True))
+    classes = int(np.load(data_spec[len("npz:"):])["y_train"].max()) + 1
+    assert result["labeled_images"] == 2 * classes
+    assert 0.0 <= result["probe_top1"] <= 1.0
+    with pytest.raises(ValueError, match="one label budget"):
+        pretrain(_config(data_spec, tmp_path / "two", labels_per_class=2, label_fraction=0.5))
+    with pytest.raises(ValueError, match="needs a label budget"):
+        pretrain(_config(data_spec, tmp_path / "none", labeled_batch_size=8))
