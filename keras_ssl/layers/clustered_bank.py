@@ -100,8 +100,11 @@ class ClusteredBank(Memory):
         rows = self.gather(rows, gathered)
         updates = self.updates.value + 1
         recompute = tf.equal(updates % self.centroid_update_interval, 0)
+        # Tensors, not the variables: a jitted function given a variable keeps
+        # it in its trace, and fails once a second model's bank replaces it.
         new_rows, assignments, centroids, change_ratio = memory_kmeans_step(
-            self.features.value, self.assignments.value, self.centroids.value,
+            tf.convert_to_tensor(self.features), tf.convert_to_tensor(self.assignments),
+            tf.convert_to_tensor(self.centroids),
             indices, rows, recompute,
             momentum=float(self.momentum), min_cluster_size=self.min_cluster_size)
         # The bank changes only at `indices`: scatter those rows here rather
@@ -127,7 +130,7 @@ class ClusteredBank(Memory):
             assignments, _ = kmeans(rows, self.num_clusters, num_iters,
                                     init="kmeans++", seed=self.seed)
         assignments, centroids = settle_clusters(
-            rows, tf.cast(assignments, tf.int32), self.centroids.value,
+            rows, tf.cast(assignments, tf.int32), tf.convert_to_tensor(self.centroids),
             min_cluster_size=self.min_cluster_size)
         self.features.assign(rows)
         self.assignments.assign(assignments)

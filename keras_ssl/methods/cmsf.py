@@ -1,7 +1,6 @@
 """CMSF: Constrained Mean Shift (Navaneet, Koohpayegani, Tejankar, Pirsiavash, ECCV 2022)."""
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_ssl import distribute
@@ -18,7 +17,7 @@ class CMSF(MSF):
     The loss is (L(constrained top-k) + L(unconstrained top-k)) / 2, each an
     MSF loss (`keras_ssl.losses.mean_shift_loss`). Both searches use the
     target t against the bank with the current global batch in it. The bank
-    also stores each row's dataset index (`bank_indices`), and a per-example
+    also stores each row's dataset index (its `index` column), and a per-example
     pool stores target embeddings, so the constraint can look rows up.
 
     Implemented variants (`constraint`):
@@ -33,10 +32,10 @@ class CMSF(MSF):
       example has the anchor's pseudo-label. Labels start at 0 (no constraint,
       as in the official code) and are refreshed by k-means (`kmeans`,
       k-means++ start, `cluster_iters` Lloyd steps) over the pool of latest
-      embeddings every `cluster_every_steps` steps (set it to the epoch
-      length, which train.py does by default: the official code clusters
-      after every epoch), or whenever
-      `recluster()` or `set_pseudo_labels()` is called.
+      embeddings at the end of every `cluster_every_steps`-th step, after
+      that step's pool write (by default the epoch length: the official code
+      clusters after every epoch), or whenever `recluster()` or
+      `set_pseudo_labels()` is called.
 
     The supervised CMSF is `SupervisedCMSF` below. Left out: the
     semi-supervised CMSF (`semi_supervised/train_pseudo_cmsf.py`), whose
@@ -46,15 +45,17 @@ class CMSF(MSF):
 
     Args:
         encoder: online backbone.
-        num_examples: training-set size N (the per-example pool and labels).
+        num_examples: training-set size N (the per-example pool and labels);
+            None takes it from the run context.
         constraint: "previous_epoch" (2Q) or "pseudo_label" (KM).
         constraint_topk: k' of the 2Q constraint (5 in `run_selfsup.sh`; the
             script's default is 10).
         num_clusters: k-means clusters of the KM variant (50,000 for ImageNet).
         cluster_every_steps: steps between k-means refreshes (0: never; then
             call `recluster()` yourself; None: once per epoch, as the official
-            code re-clusters every epoch, when `steps_per_epoch` is given).
-        steps_per_epoch: optimizer steps per epoch (train.py passes it).
+            code re-clusters every epoch, when the epoch length is known).
+        steps_per_epoch: optimizer steps per epoch; None takes it from the run
+            context.
         cluster_iters: Lloyd iterations (20, as the official faiss call).
         **kwargs: MSF's (momentum, queue_size, topk, heads, ...).
 
@@ -68,7 +69,7 @@ class CMSF(MSF):
     - The official 2Q pool starts as unnormalised `randn`; here as Gaussian
       rows of about unit norm (std 1/sqrt(d)): the same random first-epoch
       constraint, on the same scale as the real embeddings.
-    - Bank rows never written hold no example (`bank_indices` = -1). The
+    - Bank rows never written hold no example (index column -1). The
       official `index_queue` starts at -1 too, which indexes the last
       example; here such rows are never part of a constrained set.
     - The official constrained search pushes excluded rows to distance +5 and
@@ -82,12 +83,14 @@ class CMSF(MSF):
     - The MSF deviations (no ShuffleBN, synchronized head BN) apply too.
     """
 
-    log_names = MSF.log_names + ("constrained_similarity",)
-    # The per-example pool of target embeddings the constraint is computed
-    # from; a constraint on fixed labels needs none.
+    log_names = ("constrained_similarity",)
+    queue_columns = ("index",)  # the example of each bank row
+    # Per-example state (the pool of target embeddings the constraint is
+    # computed from, its slots, the pseudo-labels); a constraint on the
+    # classes the batch brings needs none.
     keeps_pool = True
 
-    def __init__(self, encoder, *, num_examples, constraint="previous_epoch",
+    def __init__(self, encoder, *, num_examples=None, constraint="previous_epoch",
                  constraint_topk=5, num_clusters=100, cluster_every_steps=None,
                  cluster_iters=20, steps_per_epoch=None, **kwargs):
         super().__init__(encoder, **kwargs)
@@ -95,32 +98,47 @@ class CMSF(MSF):
             raise ValueError(f"constraint={constraint!r} is not one of {CONSTRAINTS}.")
         if constraint == "previous_epoch" and constraint_topk < self.topk:
             raise ValueError(f"constraint_topk={constraint_topk} must be >= topk={self.topk}.")
-        self.num_examples = num_examples
+        self.num_examples = num_examples or self.run.num_examples
         self.constraint = constraint
         self.constraint_topk = constraint_topk
         self.num_clusters = num_clusters
         if cluster_every_steps is None:
-            cluster_every_steps = steps_per_epoch or 0
+            cluster_every_steps = steps_per_epoch or self.run.steps_per_epoch or 0
         self.cluster_every_steps = cluster_every_steps
         self.cluster_iters = cluster_iters
-        num_slots = (2 if constraint == "previous_epoch" else 1) if self.keeps_pool else 0
+        if self.keeps_pool:
+            self._make_pool()
+
+    def _make_pool(self):
+        if not self.num_examples:
+            raise ValueError(f"{type(self).__name__} keeps an embedding per training "
+                             "example: give num_examples or "
+                             "run=RunContext(num_examples=...).")
+        num_slots = 2 if self.constraint == "previous_epoch" else 1
         dim = self.projection_dim
         with distribute.replicated_state_scope():
-            self.bank_indices = self.add_weight(
-                shape=(self.queue.size,), dtype="int64", trainable=False,
-                initializer=keras.initializers.Constant(-1), name="bank_indices")
             self.pool = self.add_weight(
-                shape=(num_slots, num_examples, dim), trainable=False,
+                shape=(num_slots, self.num_examples, dim), trainable=False,
                 initializer=keras.initializers.RandomNormal(stddev=dim ** -0.5, seed=1),
                 name="pool")
             # 2Q: the slot the next write of each example goes to, which is
             # also the slot holding its older embedding.
-            self.pool_slot = self.add_weight(shape=(num_examples,), dtype="int32",
+            self.pool_slot = self.add_weight(shape=(self.num_examples,), dtype="int32",
                                              trainable=False, initializer="zeros",
                                              name="pool_slot")
-            self.pseudo_labels = self.add_weight(shape=(num_examples,), dtype="int32",
+            self.pseudo_labels = self.add_weight(shape=(self.num_examples,), dtype="int32",
                                                  trainable=False, initializer="zeros",
                                                  name="pseudo_labels")
+
+    def state_variables(self):
+        variables = super().state_variables()
+        if self.keeps_pool:
+            variables.append(self.pool)
+            if self.constraint == "previous_epoch":
+                variables.append(self.pool_slot)
+            elif self.cluster_every_steps:
+                variables.append(self.pseudo_labels)
+        return variables
 
     # ---- pseudo-labels (KM) --------------------------------------------------
     def set_pseudo_labels(self, labels):
@@ -138,18 +156,10 @@ class CMSF(MSF):
         """KM: sets the pseudo-labels to `cluster_pool()` (e.g. from a callback)."""
         self.set_pseudo_labels(self.cluster_pool())
 
-    def forward_views(self, views, indices, training):
-        if self.constraint == "pseudo_label" and self.cluster_every_steps:
-            step = self.optimizer.iterations
-            due = tf.logical_and(step > 0, step % self.cluster_every_steps == 0)
-            # The assignment stays outside the cond: under MirroredStrategy a
-            # replicated variable cannot be written inside control flow. Every
-            # replica clusters the same replicated pool, so labels agree.
-            self.set_pseudo_labels(tf.cond(due, self.cluster_pool,
-                                           lambda: self.pseudo_labels.value))
-        return super().forward_views(views, indices, training)
-
     # ---- constraints -----------------------------------------------------------
+    def column_values(self, outputs):
+        return {"index": outputs.index}
+
     def _slots_after(self, global_indices):
         """pool_slot after this batch's writes toggle it (2Q)."""
         slot = self.pool_slot.value
@@ -163,8 +173,8 @@ class CMSF(MSF):
         slots = self._slots_after(global_indices)
 
         def previous(example):
-            return tf.gather_nd(self.pool.value,
-                                tf.stack([tf.cast(tf.gather(slots, example), tf.int64), example], axis=1))
+            where = tf.stack([tf.cast(tf.gather(slots, example), tf.int64), example], axis=1)
+            return tf.gather_nd(self.pool.value, where)
 
         bank_previous = previous(tf.maximum(bank_index, 0))
         batch = tf.shape(indices)[0]
@@ -184,6 +194,16 @@ class CMSF(MSF):
         bank_labels = tf.where(written, tf.gather(labels, tf.maximum(bank_index, 0)), -1)
         return tf.gather(labels, indices)[:, None] == bank_labels[None, :]
 
+    def allowed_rows(self, outputs, contents):
+        """[B, M] bool: the rows each anchor may take in `contents`, the bank with this batch."""
+        indices = tf.cast(outputs.index, tf.int64)
+        bank_index = contents.index
+        written = bank_index >= 0
+        if self.constraint == "previous_epoch":
+            return self._previous_epoch_mask(indices, distribute.all_gather(indices),
+                                             bank_index, written)
+        return self._pseudo_label_mask(indices, bank_index, written)
+
     def constrained_search(self, outputs):
         """The unconstrained search of MSF plus the constrained one.
 
@@ -192,20 +212,11 @@ class CMSF(MSF):
         target may take; a constrained slot with similarity -inf had no
         allowed row left and is dropped from the loss.
         """
-        bank, neighbors, similarities = self.search(outputs)
-        targets = self.normalized_targets(outputs)
-        indices = tf.cast(outputs.indices, tf.int64)
-        global_indices = distribute.all_gather(indices)
-        rows = self.incoming_rows(tf.shape(global_indices, out_type=tf.int64)[0])
-        bank_index = tf.tensor_scatter_nd_update(self.bank_indices.value, rows[:, None],
-                                                 global_indices)
-        written = bank_index >= 0
-        if self.constraint == "previous_epoch":
-            mask = self._previous_epoch_mask(indices, global_indices, bank_index, written)
-        else:
-            mask = self._pseudo_label_mask(indices, bank_index, written)
-        constrained, constrained_similarities = topk_neighbors(targets, bank, self.topk,
-                                                               mask=mask)
+        contents = self.bank_after(outputs)
+        bank, neighbors, similarities = self.search(outputs, contents)
+        mask = self.allowed_rows(outputs, contents)
+        constrained, constrained_similarities = topk_neighbors(
+            self.normalized_targets(outputs), bank, self.topk, mask=mask)
         return bank, neighbors, similarities, constrained, constrained_similarities, mask
 
     def constrained_terms(self, outputs):
@@ -225,28 +236,37 @@ class CMSF(MSF):
                 "constrained_similarity": mean_allowed}
         return loss, logs, bank, neighbors, mask
 
-    def compute_loss_terms(self, outputs, training):
+    def loss(self, outputs, ctx):
         constrained_loss, logs, bank, neighbors, _ = self.constrained_terms(outputs)
         unconstrained_loss = mean_shift_loss(outputs.predictions[0], bank, neighbors)
         return 0.5 * (constrained_loss + unconstrained_loss), logs
 
-    def after_apply(self, outputs):
-        targets = distribute.all_gather(self.normalized_targets(outputs))
-        indices = distribute.all_gather(tf.cast(outputs.indices, tf.int64))
-        # Rows are taken before the enqueue moves the pointer.
-        rows = self.incoming_rows(tf.shape(indices, out_type=tf.int64)[0])
-        self.bank_indices.assign(tf.tensor_scatter_nd_update(
-            self.bank_indices.value, rows[:, None], indices))
+    # ---- state -------------------------------------------------------------------
+    def write_bank(self, targets, columns, ctx):
         if self.keeps_pool:
+            indices = tf.cast(columns["index"], tf.int64)
             slots = (tf.gather(self.pool_slot.value, indices)
                      if self.constraint == "previous_epoch"
                      else tf.zeros_like(indices, tf.int32))
             self.pool.assign(tf.tensor_scatter_nd_update(
                 self.pool.value, tf.stack([tf.cast(slots, tf.int64), indices], axis=1),
                 targets))
-        if self.constraint == "previous_epoch":
-            self.pool_slot.assign(self._slots_after(indices))
-        self.queue.enqueue(targets)
+            if self.constraint == "previous_epoch":
+                self.pool_slot.assign(self._slots_after(indices))
+        super().write_bank(targets, columns, ctx)
+
+    def after_apply(self, outputs, ctx):
+        super().after_apply(outputs, ctx)  # the target, the bank and the pool
+        if self.keeps_pool and self.constraint == "pseudo_label" and self.cluster_every_steps:
+            # The official code re-clusters between epochs; a refresh due at
+            # the start of step k (k % every == 0) runs at the end of step
+            # k - 1, after its pool write, so step k sees the same labels.
+            due = tf.equal((ctx.step + 1) % self.cluster_every_steps, 0)
+            # The assignment stays outside the cond: under MirroredStrategy a
+            # replicated variable cannot be written inside control flow. Every
+            # replica clusters the same replicated pool, so labels agree.
+            self.set_pseudo_labels(tf.cond(due, self.cluster_pool,
+                                           lambda: self.pseudo_labels.value))
 
 
 class SupervisedCMSF(CMSF):
@@ -259,50 +279,60 @@ class SupervisedCMSF(CMSF):
     the first). Unlike the self-supervised CMSF there is no unconstrained
     term: the official supervised loss is the constrained one alone.
 
-    The classes are fixed, so they take the place of CMSF-KM's pseudo-labels
-    (never re-clustered) and no per-example embedding pool is kept. Logs
-    `neighbor_purity`, the official `purity`: the share of the
-    unconstrained top-k neighbours that have the anchor's class.
+    The class of each row comes with the batch (`Batch.label`); a row with
+    label -1 (unknown) stops training with an assertion. After each step the
+    all-gathered classes are written beside the targets into the bank's
+    label column (-1 where no row was written yet), as the official code
+    queues them. No per-example embedding pool is kept. Logs
+    `neighbor_purity`, the official `purity`: the share of the unconstrained
+    top-k neighbours that have the anchor's class.
 
     Args:
         encoder: online backbone.
-        num_examples: training-set size N.
-        labels: int [N], the class of every training example (train.py
-            passes the training split's labels); -1 (unlabelled) is refused.
         **kwargs: MSF's (momentum, queue_size, topk, heads, ...). Official
             supervised defaults match MSF's: m 0.99, bank 128,000, k 5.
 
-    Deviations: those of CMSF (no ShuffleBN, excluded slots weigh 0 when a
+    Deviations: those of CMSF (no ShuffleBN; excluded slots weigh 0 when a
     class has fewer than k rows in the bank, where the official code
-    averages in rows at distance 5); the bank rows' classes are looked up
-    through their dataset index rather than queued beside them (the same
-    values, as the labels never change).
+    averages in rows at distance 5).
     """
 
-    log_names = CMSF.log_names + ("neighbor_purity",)
+    log_names = ("neighbor_purity",)
+    queue_columns = ("label",)  # the class of each bank row
     keeps_pool = False
 
-    def __init__(self, encoder, *, num_examples, labels, **kwargs):
+    def __init__(self, encoder, **kwargs):
+        if "labels" in kwargs:
+            raise ValueError("SupervisedCMSF takes no 'labels': the class of each row "
+                             "comes with the batch (its 'label').")
         for name in ("constraint", "num_clusters", "cluster_every_steps", "constraint_topk"):
             if name in kwargs:
                 raise ValueError(f"SupervisedCMSF takes no {name!r}: it constrains by class.")
-        labels = np.asarray(labels)
-        if labels.shape != (num_examples,):
-            raise ValueError(f"labels must have shape ({num_examples},) (one per training "
-                             f"example), got {labels.shape}.")
-        unlabelled = int(np.sum(labels < 0))
-        if unlabelled:
-            raise ValueError(f"Supervised CMSF needs every training example labelled; "
-                             f"{unlabelled} of {num_examples} have label -1.")
-        super().__init__(encoder, num_examples=num_examples, constraint="pseudo_label",
-                         cluster_every_steps=0, **kwargs)
-        self.set_pseudo_labels(labels)
+        super().__init__(encoder, constraint="pseudo_label", cluster_every_steps=0,
+                         **kwargs)
+
+    def set_pseudo_labels(self, labels):
+        raise ValueError("SupervisedCMSF constrains by the classes its batches bring; "
+                         "it has no pseudo-labels.")
 
     def cluster_pool(self):
-        raise ValueError("SupervisedCMSF constrains by the fixed class labels; "
+        raise ValueError("SupervisedCMSF constrains by the classes its batches bring; "
                          "there is nothing to cluster.")
 
-    def compute_loss_terms(self, outputs, training):
+    def forward(self, batch, ctx):
+        tf.debugging.assert_non_negative(
+            batch.label, message="SupervisedCMSF needs the class of every row, but the "
+            "batch has rows with label -1 (unknown): train it on a labelled split.")
+        return super().forward(batch, ctx)
+
+    def column_values(self, outputs):
+        return {"label": outputs.label}
+
+    def allowed_rows(self, outputs, contents):
+        # Unwritten rows hold -1, which no anchor's class equals.
+        return tf.cast(outputs.label, tf.int64)[:, None] == contents.label[None, :]
+
+    def loss(self, outputs, ctx):
         # The official supervised loss is the constrained term alone.
         loss, logs, _, neighbors, same_class = self.constrained_terms(outputs)
         purity = tf.reduce_mean(tf.cast(tf.gather(same_class, neighbors, batch_dims=1),

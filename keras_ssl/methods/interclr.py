@@ -1,5 +1,6 @@
 """InterCLR: intra- and inter-image invariance (Xie, Zhan, Liu, Ong, Loy; IJCV 2022)."""
 
+import numbers
 import warnings
 
 import tensorflow as tf
@@ -7,8 +8,7 @@ import tensorflow as tf
 from keras_ssl import distribute
 from keras_ssl.losses import inter_image_nce_loss
 from keras_ssl.methods.moco import MoCo
-from keras_ssl.ops import MemoryBankKMeans, kmeans
-from keras_ssl.ops.memory_kmeans import centroids_from_bank, dissolve_small_clusters
+from keras_ssl.layers import ClusteredBank
 
 NEGATIVE_SAMPLINGS = ("semihard", "random", "semieasy", "hard")
 
@@ -39,14 +39,26 @@ class InterCLR(MoCo):
              are the `num_negatives` most similar rows outside the cluster.
     Both branches share the projection head and the temperature. After the
     step the all-gathered normalised keys are enqueued (MoCo) and written
-    into the bank with momentum 1 (they replace the rows), the written rows
-    are relabelled to the best centroid, centroids are recomputed every
-    `centroid_update_interval` steps and small clusters are dissolved
-    (`keras_ssl.ops.MemoryBankKMeans`).
+    into the bank, replacing the rows (momentum 0: the old row's weight), the
+    written rows are relabelled to the best centroid, centroids are
+    recomputed every `centroid_update_interval` steps and small clusters are
+    dissolved (`keras_ssl.layers.ClusteredBank`).
+
+    The bank starts as the official hook starts it, from a pass over the
+    whole training set (`keras_ssl.training.EpochFeaturePass`, which `fit`
+    requires): before epoch `inter_warmup_epochs` (0: before training) every
+    training image, un-augmented, goes through the key encoder and key
+    projector in inference mode; the L2-normalised projections, which is
+    what the bank stores, fill every row, are clustered by k-means
+    (k-means++ seeding, `initial_kmeans_iters` Lloyd iterations) and small
+    clusters are dissolved (`ClusteredBank.initialize`). Until then the
+    inter branch has weight 0 and the intra branch 1 (the hook's warm-up
+    weights), and the rows hold random vectors and the keys written so far.
 
     Args:
         encoder: backbone.
-        num_examples: training-set size N (one bank row each).
+        num_examples: training-set size N (one bank row each); None takes it
+            from the run context.
         projection_hidden_dim, projection_dim, queue_size, temperature,
             momentum, shuffle_bn, seed: as `MoCo` (official: MoCoV2Neck
             2048-2048-128, queue 65,536, t=0.2, m=0.999).
@@ -60,10 +72,9 @@ class InterCLR(MoCo):
             the semi-easy pool.
         inter_cos_margin: official `inter_cos_margin` (-0.5).
         intra_loss_weight, inter_loss_weight: 0.75 and 0.25.
-        inter_warmup_epochs: epochs with weights intra 1 / inter 0 (the
-            official hook's warm-up), while the bank fills with key features;
-            the bank is k-means-clustered when it ends (see below). May be
-            fractional.
+        inter_warmup_epochs: whole epochs with weights intra 1 / inter 0 (the
+            official hook's `warmup_epochs`); the bank is clustered from the
+            feature pass before the first epoch after them.
         initial_kmeans_iters: Lloyd iterations of that clustering (20, as the
             official faiss run).
 
@@ -72,24 +83,19 @@ class InterCLR(MoCo):
     >>> model = InterCLR(tiny_backbone(), num_examples=64, projection_dim=8,
     ...                  queue_size=16, num_clusters=4, min_cluster_size=2,
     ...                  num_negatives=4, negative_pool_size=16)
+    >>> model.uses_epoch_features, model.wants_epoch_features(0)
+    (True, True)
 
     Deviations, and why:
 
-    * Initial clustering. The official hook extracts features of the whole
-      training set with the untrained network (centre crops) and runs faiss
-      k-means once before training. A `Method` cannot run a pass over the
-      data, so for `inter_warmup_epochs` (default 1) the inter branch has
-      weight 0 (intra 1, the official warm-up weights) while every step
-      writes its keys into the bank; after the last warm-up step the whole
-      bank is clustered in the graph (k-means++ seeding, `initial_kmeans_iters`
-      Lloyd iterations, then small clusters dissolved), and online labels take
-      over. The bank thus holds features of a network trained for that epoch
-      rather than of the random initialisation. The epoch length is
-      `num_examples // global_batch` (the pipeline drops the last partial
-      batch), so up to global_batch - 1 rows not drawn in that epoch still
-      hold their random initial vectors when clustered; they are overwritten
-      when next drawn. With `inter_warmup_epochs=0` no initial clustering
-      runs: labels start as `row % K` over random bank vectors.
+    * Initial clustering. The official hook clusters the features of the
+      query network's neck (faiss, before training); at that point the key
+      network is the same network. Here the features come from the key
+      network, the one whose projections the bank stores, so after a warm-up
+      (`inter_warmup_epochs` > 0) the clustering sees the EMA network of that
+      epoch rather than the untrained one (the official hook extracts before
+      the run whatever the warm-up). The pass uses the evaluation pipeline
+      (the official one: resize and centre crop).
     * Sampling is fixed-shape: positives through the bank rows sorted by
       label plus a uniform offset into the anchor's cluster (no per-anchor
       loop); negatives as the top `num_negatives` of uniform random keys over
@@ -101,12 +107,13 @@ class InterCLR(MoCo):
       instead of repeated. "hard" takes the top `num_negatives` of the
       similarities with same-cluster rows pushed below every other row, which
       is the official top-(M + largest cluster) list with those rows deleted.
-    * Random draws are stateless, seeded from (optimizer step, seed) and drawn
-      for the global batch, then sliced to this replica's rows, so 1 and N
-      replicas draw the same positives and negatives. The official code
-      broadcasts rank 0's bank every step; here every replica applies the same
-      all-gathered update to an ONLY_FIRST_REPLICA copy.
-    * Cluster maintenance follows `MemoryBankKMeans` (its own deviations: a
+    * Random draws are stateless, from stream 1 of the step context's seeds
+      (stream 0 is MoCo's shuffle), drawn for the global batch, then sliced
+      to this replica's rows, so 1 and N replicas draw the same positives
+      and negatives. The official code broadcasts rank 0's bank every step;
+      here every replica applies the same all-gathered update to an
+      ONLY_FIRST_REPLICA copy.
+    * Cluster maintenance follows `ClusteredBank` (its own deviations: a
       deterministic 2-means split with a median fallback).
     * Logged `intra_loss`/`inter_loss` are unweighted (the official logs are
       weighted).
@@ -114,22 +121,35 @@ class InterCLR(MoCo):
       small subset) is reduced to what the bank holds, with a warning.
     """
 
-    log_names = ("momentum", "intra_loss", "inter_loss", "change_ratio")
+    log_names = ("intra_loss", "inter_loss", "change_ratio")
+    state_attributes = ("memory", "bank_clustered")
+    uses_epoch_features = True
 
-    def __init__(self, encoder, *, num_examples, projection_hidden_dim=None,
+    def __init__(self, encoder, *, num_examples=None, projection_hidden_dim=None,
                  projection_dim=128, queue_size=65536, temperature=0.2, momentum=0.999,
                  shuffle_bn=True, num_clusters=10000, min_cluster_size=20,
                  centroid_update_interval=10, num_negatives=16384,
                  negative_sampling="semihard", negative_pool_size=128000,
                  inter_cos_margin=-0.5, intra_loss_weight=0.75, inter_loss_weight=0.25,
-                 inter_warmup_epochs=1.0, initial_kmeans_iters=20, seed=0, **kwargs):
+                 inter_warmup_epochs=0, initial_kmeans_iters=20, seed=0, **kwargs):
         super().__init__(encoder, projection_hidden_dim=projection_hidden_dim,
                          projection_dim=projection_dim, queue_size=queue_size,
                          temperature=temperature, momentum=momentum,
                          shuffle_bn=shuffle_bn, seed=seed, **kwargs)
+        num_examples = num_examples or self.run.num_examples
+        if not num_examples:
+            raise ValueError("InterCLR keeps a memory row per training example: give "
+                             "num_examples or run=RunContext(num_examples=...).")
         if negative_sampling not in NEGATIVE_SAMPLINGS:
             raise ValueError(f"negative_sampling={negative_sampling!r} is not one of "
                              f"{', '.join(NEGATIVE_SAMPLINGS)}.")
+        whole = (isinstance(inter_warmup_epochs, numbers.Real)
+                 and not isinstance(inter_warmup_epochs, bool)
+                 and float(inter_warmup_epochs).is_integer() and inter_warmup_epochs >= 0)
+        if not whole:
+            raise ValueError("inter_warmup_epochs is a whole number of epochs >= 0 (the "
+                             "bank is clustered from a pass over the training set at an "
+                             f"epoch boundary); got {inter_warmup_epochs!r}.")
         if negative_sampling in ("random", "hard"):
             negative_pool_size = num_examples  # the whole bank is ranked or drawn from
         if negative_pool_size > num_examples or num_negatives > negative_pool_size:
@@ -147,38 +167,54 @@ class InterCLR(MoCo):
         self.inter_cos_margin = inter_cos_margin
         self.intra_loss_weight = intra_loss_weight
         self.inter_loss_weight = inter_loss_weight
-        self.inter_warmup_epochs = inter_warmup_epochs
+        self.inter_warmup_epochs = int(inter_warmup_epochs)
         self.initial_kmeans_iters = initial_kmeans_iters
-        self.memory = MemoryBankKMeans(
+        self.memory = ClusteredBank(
             num_examples, projection_dim, num_clusters,
             min_cluster_size=min_cluster_size,
-            centroid_update_interval=centroid_update_interval, momentum=1.0,
+            centroid_update_interval=centroid_update_interval, momentum=0.0,
             seed=seed, name="memory")
+        with distribute.replicated_state_scope():
+            # 1 once the feature pass has filled and clustered the bank: the
+            # end of the warm-up (a weight, so a resumed run knows it).
+            self.bank_clustered = self.add_weight(shape=(), dtype="int32", trainable=False,
+                                                  initializer="zeros", name="bank_clustered")
         self.built = True
 
-    def warmup_steps(self, local_batch_size):
-        """Steps of the inter-branch warm-up, from the global batch (int64 tensor)."""
-        global_batch = tf.cast(local_batch_size, tf.float64) * distribute.num_replicas()
-        steps_per_epoch = tf.maximum(tf.floor(self.num_examples / global_batch), 1.0)
-        return tf.cast(tf.round(self.inter_warmup_epochs * steps_per_epoch), tf.int64)
+    # ---- the initial clustering (epoch feature pass) ---------------------------
+    def wants_epoch_features(self, epoch):
+        """Before epoch `inter_warmup_epochs`, unless the bank is clustered already."""
+        return epoch >= self.inter_warmup_epochs and not int(self.bank_clustered.numpy())
 
-    def _uniform_draws(self, local_batch_size, columns):
+    def epoch_features(self, images):
+        """What the bank stores: normalised key projections, in inference mode."""
+        keys = self.key_projector(self.key_encoder(images, training=False), training=False)
+        return tf.math.l2_normalize(tf.cast(keys, tf.float32), axis=1)
+
+    def on_epoch_features(self, features, ctx):
+        """Fills every bank row, clusters the bank, and ends the warm-up."""
+        if features.shape[0] != self.num_examples:
+            raise ValueError(f"InterCLR's bank has {self.num_examples} rows, but the "
+                             f"feature pass gave {features.shape[0]} examples.")
+        self.memory.initialize(features, num_iters=self.initial_kmeans_iters)
+        self.bank_clustered.assign(1)
+
+    # ---- the inter-image branch -----------------------------------------------
+    def _uniform_draws(self, local_batch_size, columns, ctx):
         """[local_batch, columns] uniforms, drawn for the global batch so replicas agree."""
-        seed = tf.random.experimental.stateless_fold_in(
-            tf.stack([tf.cast(self.optimizer.iterations, tf.int32),
-                      tf.constant(self.seed, tf.int32)]), 1)  # 1: not MoCo's shuffle
         uniform = tf.random.stateless_uniform(
-            [local_batch_size * distribute.num_replicas(), columns], seed)
+            [local_batch_size * distribute.num_replicas(), columns],
+            ctx.seed_for(1))  # 1: not MoCo's shuffle
         return distribute.local_rows(uniform, local_batch_size)
 
-    def sample_inter_pairs(self, queries, indices):
+    def sample_inter_pairs(self, queries, indices, ctx):
         """Bank indices of each anchor's positive [B] and negatives [B, M], and a mask [B, M]."""
-        bank = tf.convert_to_tensor(self.memory.features)
-        assignments = tf.convert_to_tensor(self.memory.assignments)
+        bank = self.memory.read()
+        assignments = self.memory.assignments.value
         labels = tf.gather(assignments, tf.cast(indices, tf.int32))
         # "hard" negatives are not drawn: only the positive needs a uniform.
         pool_draws = 0 if self.negative_sampling == "hard" else self.negative_pool_size
-        uniform = self._uniform_draws(tf.shape(queries)[0], 1 + pool_draws)
+        uniform = self._uniform_draws(tf.shape(queries)[0], 1 + pool_draws, ctx)
         positives = sample_positives(assignments, labels, uniform[:, 0],
                                      num_clusters=self.num_clusters)
         queries = tf.stop_gradient(tf.math.l2_normalize(tf.cast(queries, tf.float32), axis=1))
@@ -189,44 +225,27 @@ class InterCLR(MoCo):
             sampling=self.negative_sampling)
         return positives, negatives, mask
 
-    def compute_loss_terms(self, outputs, training):
-        intra_loss, logs = super().compute_loss_terms(outputs, training)
-        queries = outputs.projections[0]
-        positives, negatives, mask = self.sample_inter_pairs(queries, outputs.indices)
-        bank = tf.convert_to_tensor(self.memory.features)
+    def loss(self, outputs, ctx):
+        intra_loss, logs = super().loss(outputs, ctx)
+        queries = outputs.queries[0]
+        positives, negatives, mask = self.sample_inter_pairs(queries, outputs.index, ctx)
+        bank = self.memory.read()
         inter_loss = inter_image_nce_loss(
             queries, tf.gather(bank, positives), tf.gather(bank, negatives),
             temperature=self.temperature, margin=self.inter_cos_margin,
             negative_mask=mask)
-        warming_up = self.optimizer.iterations < self.warmup_steps(tf.shape(queries)[0])
+        # The warm-up lasts until the feature pass has clustered the bank.
+        warming_up = tf.equal(self.bank_clustered, 0)
         intra_weight = tf.where(warming_up, 1.0, self.intra_loss_weight)
         inter_weight = tf.where(warming_up, 0.0, self.inter_loss_weight)
         loss = intra_weight * intra_loss + inter_weight * inter_loss
         return loss, {**logs, "intra_loss": intra_loss, "inter_loss": inter_loss}
 
-    def after_apply(self, outputs):
-        super().after_apply(outputs)  # enqueue the keys
-        keys = tf.math.l2_normalize(tf.cast(outputs.targets[0], tf.float32), axis=1)
-        change_ratio = self.memory.update(distribute.all_gather(outputs.indices),
-                                          distribute.all_gather(keys))
-        self.log_trackers["change_ratio"].update_state(change_ratio)
-        # After the last warm-up step (iterations has just been incremented)
-        # the bank holds an epoch of keys: cluster it once. The branches only
-        # compute tensors; the assignments happen outside the cond, since a
-        # mirrored variable's update cannot run inside a branch function.
-        warmup_steps = self.warmup_steps(tf.shape(keys)[0])
-        cluster_now = (warmup_steps > 0) & tf.equal(self.optimizer.iterations, warmup_steps)
-        current = (tf.convert_to_tensor(self.memory.assignments),
-                   tf.convert_to_tensor(self.memory.centroids))
-        assignments, centroids = tf.cond(
-            cluster_now,
-            lambda: cluster_bank(tf.convert_to_tensor(self.memory.features), current[1],
-                                 num_iters=self.initial_kmeans_iters,
-                                 min_cluster_size=self.memory.min_cluster_size,
-                                 seed=self.seed),
-            lambda: current)
-        self.memory.assignments.assign(assignments)
-        self.memory.centroids.assign(centroids)
+    def after_apply(self, outputs, ctx):
+        super().after_apply(outputs, ctx)  # the key encoder, then the queue
+        keys = tf.math.l2_normalize(tf.cast(outputs.keys[0], tf.float32), axis=1)
+        change_ratio = self.memory.write(outputs.index, keys)  # gathers both
+        self.log("change_ratio", change_ratio)
 
 
 def sample_positives(assignments, labels, uniform, *, num_clusters):
@@ -288,16 +307,3 @@ def sample_negatives(similarities, assignments, labels, uniform, *, num_negative
     # are a uniform M-subset of the allowed rows.
     keys, picks = tf.math.top_k(tf.where(allowed, uniform, -1.0), num_negatives)
     return tf.gather(pool, picks, batch_dims=1), keys >= 0.0
-
-
-@tf.function(jit_compile=True)
-def cluster_bank(bank, previous_centroids, num_iters, min_cluster_size, seed):
-    """The initial clustering of a full bank: k-means++ and Lloyd, then no small clusters.
-
-    Returns (assignments [N] int32, centroids [K, D]); centroids are member
-    means (not renormalised), empty clusters keep `previous_centroids`.
-    """
-    assignments, _ = kmeans(bank, previous_centroids.shape[0], num_iters,
-                            init="kmeans++", seed=seed)
-    centroids = centroids_from_bank(bank, assignments, previous_centroids)
-    return dissolve_small_clusters(bank, assignments, centroids, min_cluster_size)

@@ -17,7 +17,9 @@ do). On the CPU protocol this doubles how much the initial targets of an
 image's two views agree, which is what MIRA's self-distillation grows from.
 
 As in the official code: the teacher is the EMA (0.99 -> 1, cosine) of the
-student's encoder and projector, updated before the teacher pass; the head is
+student's encoder and projector, as it is when the official code moves it
+before the teacher pass (here at the end of the step before, with the same
+result: `MomentumMethod.targets_lead`); the head is
 shared, not averaged (the official code copies it every step, "performs
 better"); the head is weight-normalised with the gain fixed to 1
 (`Prototypes(normalize_in_call=True)`) and gets no gradient in the first epoch
@@ -25,12 +27,12 @@ better"); the head is weight-normalised with the gain fixed to 1
 (BatchNorm per crop); the teacher runs in training mode.
 
 Deviations, and why:
-- Head freeze: a tensor gate (gradient times 0 while `optimizer.iterations <
-  freeze_prototypes_steps`) instead of `p.grad = None`; the train step is traced
+- Head freeze: a tensor gate (gradient times 0 while the step context's
+  `step < freeze_prototypes_steps`) instead of `p.grad = None`; the train step is traced
   once. The optimizer still applies L2 decay to the frozen rows, which only
   rescales them; the weight-normalised head ignores their length.
-- beta follows its schedule as a scalar tensor computed from
-  `optimizer.iterations` (one trace serves every step), not a Python float.
+- beta follows its schedule as a scalar tensor computed from the step
+  context's `step` (one trace serves every step), not a Python float.
 - The pseudo-labels come from the gathered global batch (an XLA kernel)
   instead of all-reducing column sums inside the loop (DESIGN.md).
 - Local crops go through the same encoder as global ones, which therefore
@@ -45,8 +47,8 @@ import tensorflow as tf
 from keras_ssl import distribute
 from keras_ssl.layers import Prototypes, mlp_head
 from keras_ssl.losses import swapped_prediction_loss
-from keras_ssl.methods.base import ViewOutputs
 from keras_ssl.methods.momentum import MomentumMethod
+from keras_ssl.methods.outputs import PrototypeOutputs
 from keras_ssl.ops import mira_assign
 
 
@@ -86,8 +88,10 @@ class MIRA(MomentumMethod):
     """
 
     recipe_name = "mira"
-    log_names = ("momentum", "beta", "target_entropy", "target_mutual_information")
+    log_names = ("beta", "target_entropy", "target_mutual_information")
+    state_attributes = ("target_encoder", "target_projector")
     mixed_image_sizes = True
+    targets_lead = True  # the official code moves the teacher before its pass
 
     def __init__(self, encoder, *, projection_hidden_dim=2048, projection_dim=256,
                  num_prototypes=3000, student_temperature=0.1, teacher_temperature=0.225,
@@ -142,40 +146,39 @@ class MIRA(MomentumMethod):
             encoder(images, training=training), training=training), tf.float32), axis=1)
         return embeddings, self.prototypes(embeddings, frozen=frozen)
 
-    def forward_views(self, views, indices, training):
+    def forward(self, batch, ctx):
+        views, training = batch.views, ctx.training
         if len(views) < 2:
             raise ValueError(f"MIRA needs at least 2 crops, got {len(views)}.")
-        step = self.optimizer.iterations
-        # The official code moves the teacher before its forward pass.
-        self.update_targets(step)
-        beta = self.beta_at(step)
-        self.log_trackers["beta"].update_state(beta)
-        frozen = step < self.freeze_prototypes_steps
+        frozen = ctx.step < self.freeze_prototypes_steps
         # Each crop is its own batch, student and teacher, as in the official code.
         features = self.encode_views(views, training, together=False)
-        projections, logits = [], []
+        embeddings, scores = [], []
         for f in features:
             z = tf.math.l2_normalize(tf.cast(self.projector(f, training=training),
                                              tf.float32), axis=1)
-            projections.append(z)
-            logits.append(self.prototypes(z, frozen=frozen))
+            embeddings.append(z)
+            scores.append(self.prototypes(z, frozen=frozen))
         # The teacher shares the student's head (the official code copies it
         # after each EMA update); nothing of the teacher pass is differentiated.
-        targets = tuple(
+        beta = self.beta_at(ctx.step)
+        assignments = tuple(
             self.pseudo_labels(tf.stop_gradient(self._logits(
                 self.target_encoder, self.target_projector, v, training)[1]), beta)
             for v in views[:2])
-        return ViewOutputs(features=features, projections=tuple(projections),
-                           predictions=tuple(logits), targets=targets, indices=indices)
+        return PrototypeOutputs(features=features, embeddings=tuple(embeddings),
+                                scores=tuple(scores), assignments=assignments,
+                                index=batch.index, label=batch.label)
 
-    def compute_loss_terms(self, outputs, training):
-        loss = swapped_prediction_loss(outputs.predictions, outputs.targets,
+    def loss(self, outputs, ctx):
+        loss = swapped_prediction_loss(outputs.scores, outputs.assignments,
                                        temperature=self.student_temperature)
         # Per teacher crop over the global batch, then averaged, as the official logs.
-        statistics = [assignment_statistics(distribute.all_gather(t)) for t in outputs.targets]
+        statistics = [assignment_statistics(distribute.all_gather(a))
+                      for a in outputs.assignments]
         entropy = tf.add_n([s[0] for s in statistics]) / len(statistics)
         mutual_information = tf.add_n([s[1] for s in statistics]) / len(statistics)
-        return loss, {"target_entropy": entropy,
+        return loss, {"beta": self.beta_at(ctx.step), "target_entropy": entropy,
                       "target_mutual_information": mutual_information}
 
 

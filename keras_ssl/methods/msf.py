@@ -3,10 +3,10 @@
 import tensorflow as tf
 
 from keras_ssl import distribute
-from keras_ssl.layers import Queue, mlp_head
+from keras_ssl.layers import RingQueue, mlp_head
 from keras_ssl.losses import mean_shift_loss
-from keras_ssl.methods.base import ViewOutputs
 from keras_ssl.methods.momentum import MomentumMethod
+from keras_ssl.methods.outputs import DistillationOutputs
 from keras_ssl.ops import topk_neighbors
 
 
@@ -43,12 +43,15 @@ class MSF(MomentumMethod):
     >>> int(model.queue.keys.shape[0])
     64
 
-    Order of one step, as in `train_msf.py::MeanShift.forward`: EMA update of
-    the target, then the target pass; the current targets of every replica
+    Order of one step, as in `train_msf.py::MeanShift.forward`: the target
+    pass, with the target as the official EMA update at the start of the
+    step leaves it (here that update runs at the end of the step before:
+    `MomentumMethod.targets_lead`); the current targets of every replica
     (all-gathered) are written into a copy of the bank at the queue pointer
     before the search ("enqueue before search", essential per the notes);
     after the optimizer step the same rows are written into the queue
-    variable itself. Every replica therefore searches the same bank.
+    variable itself (`after_apply`). Every replica therefore searches the
+    same bank.
 
     Deviations from the official code (UMBCvision/MSF @130191c4):
     - The official target pass shuffles the batch (ShuffleBN). Under its
@@ -60,13 +63,18 @@ class MSF(MomentumMethod):
       per-GPU `BatchNorm1d`.
     - The official `mem_bank_size % batch_size == 0` assertion is not needed:
       the queue wraps around.
-    - Purity (the share of neighbours of the same class) is not logged: the
-      pipeline feeds no labels to pre-training. `neighbor_similarity`, the
-      mean cosine of targets to their neighbours, is logged instead.
+    - Purity (the share of neighbours of the same class) is not logged: it
+      needs the class of every bank row, which self-supervised training does
+      not have (`SupervisedCMSF` logs it). `neighbor_similarity`, the mean
+      cosine of targets to their neighbours, is logged instead.
     """
 
     recipe_name = "msf"
-    log_names = ("momentum", "neighbor_similarity")
+    log_names = ("neighbor_similarity",)
+    state_attributes = ("target_encoder", "target_projector", "queue")
+    targets_lead = True  # the official code moves the target before its pass
+    # Columns the bank keeps beside each target (`RingQueue`): none for MSF.
+    queue_columns = ()
 
     def __init__(self, encoder, *, projection_hidden_dim=None, projection_dim=None,
                  prediction_hidden_dim=None, momentum=0.99, queue_size=128000, topk=5,
@@ -86,14 +94,13 @@ class MSF(MomentumMethod):
                                   name="predictor")
         self.target_encoder = self.make_target(self.encoder, "target_encoder")
         self.target_projector = self.make_target(self.projector, "target_projector")
-        self.queue = Queue(queue_size, self.projection_dim, seed=seed, name="queue")
+        self.queue = RingQueue(queue_size, self.projection_dim, columns=self.queue_columns,
+                               seed=seed, name="queue")
         self.built = True
 
-    def forward_views(self, views, indices, training):
-        # The official code updates the target inside forward, before the
-        # target pass: step k's target uses the weights after k EMA updates.
-        self.update_targets(self.optimizer.iterations)
-        query_view, target_view = views[0], views[1]
+    def forward(self, batch, ctx):
+        training = ctx.training
+        query_view, target_view = batch.views[0], batch.views[1]
         features = self.encoder(query_view, training=training)
         projections = self.projector(features, training=training)
         predictions = self.predictor(projections, training=training)
@@ -101,40 +108,47 @@ class MSF(MomentumMethod):
         # BatchNorm uses batch statistics, as the official model.train().
         targets = tf.stop_gradient(self.target_projector(
             self.target_encoder(target_view, training=training), training=training))
-        return ViewOutputs(features=(features,), projections=(projections,),
-                           predictions=(predictions,), targets=(targets,),
-                           indices=indices)
+        return DistillationOutputs(features=(features,), projections=(projections,),
+                                   predictions=(predictions,), targets=(targets,),
+                                   index=batch.index, label=batch.label)
 
     # ---- the bank ------------------------------------------------------------
     def normalized_targets(self, outputs):
         return tf.math.l2_normalize(tf.cast(outputs.targets[0], tf.float32), axis=1)
 
-    def incoming_rows(self, count):
-        """Queue rows the next `count` enqueued entries will occupy."""
-        return (self.queue.pointer + tf.range(count, dtype=tf.int64)) % self.queue.size
+    def column_values(self, outputs):
+        """This replica's value of each of the bank's `queue_columns`, by name."""
+        return {}
 
-    def bank_with(self, global_targets):
-        """The queue as it will be after enqueuing `global_targets`, as a tensor."""
-        if global_targets.shape[0] is not None and global_targets.shape[0] > self.queue.size:
-            raise ValueError(f"queue_size={self.queue.size} is smaller than the global "
-                             f"batch {global_targets.shape[0]}.")
-        rows = self.incoming_rows(tf.shape(global_targets, out_type=tf.int64)[0])
-        return tf.tensor_scatter_nd_update(self.queue.keys.value, rows[:, None],
-                                           global_targets)
+    def bank_after(self, outputs):
+        """The bank (`QueueContents`) as this step's write will leave it, as tensors."""
+        return self.queue.peek_with(self.normalized_targets(outputs),
+                                    **self.column_values(outputs))
 
-    def search(self, outputs):
-        """(bank with the current global batch, neighbours [B, k], their similarities)."""
-        targets = self.normalized_targets(outputs)
-        bank = self.bank_with(distribute.all_gather(targets))
-        neighbors, similarities = topk_neighbors(targets, bank, self.topk)
+    def search(self, outputs, contents=None):
+        """(bank with the current global batch, neighbours [B, k], their similarities).
+
+        `contents` is `bank_after(outputs)` when the caller has it already.
+        """
+        bank = (contents or self.bank_after(outputs)).keys
+        neighbors, similarities = topk_neighbors(self.normalized_targets(outputs), bank,
+                                                 self.topk)
         return bank, neighbors, similarities
 
-    def compute_loss_terms(self, outputs, training):
+    def loss(self, outputs, ctx):
         bank, neighbors, similarities = self.search(outputs)
         loss = mean_shift_loss(outputs.predictions[0], bank, neighbors)
         return loss, {"neighbor_similarity": tf.reduce_mean(similarities)}
 
-    def after_apply(self, outputs):
-        # Every replica enqueues the whole global batch, so the replicated
-        # queues stay identical.
-        self.queue.enqueue(distribute.all_gather(self.normalized_targets(outputs)))
+    def after_apply(self, outputs, ctx):
+        super().after_apply(outputs, ctx)  # the target, for the next step
+        # Every replica writes the whole global batch, so the replicated
+        # banks stay identical.
+        targets = distribute.all_gather(self.normalized_targets(outputs))
+        columns = {name: distribute.all_gather(value)
+                   for name, value in self.column_values(outputs).items()}
+        self.write_bank(targets, columns, ctx)
+
+    def write_bank(self, targets, columns, ctx):
+        """Writes the all-gathered normalised `targets` and their `columns` into the bank."""
+        self.queue.write(targets, gathered=True, **columns)

@@ -13,10 +13,11 @@ Deviations from the official code, and why:
   first `freeze_prototypes_niters` iterations, so the optimizer skips them. A
   Keras train step is traced once, so a Python condition on the step would be
   frozen at trace time; instead the prototypes' gradient is multiplied by 0
-  while `optimizer.iterations < freeze_prototypes_steps` (a tensor condition,
-  `Prototypes(frozen=...)`). The optimizer still visits them: L2 decay and the
-  momentum it feeds move the rows only along themselves (radially), which the
-  renormalisation after the step removes, so the prototypes stay put.
+  while the step context's `step < freeze_prototypes_steps` (a tensor
+  condition, `Prototypes(frozen=...)`). The optimizer still visits them: L2
+  decay and the momentum it feeds move the rows only along themselves
+  (radially), which the renormalisation after the step removes, so the
+  prototypes stay put.
 - Prototypes are renormalised after each step (`after_apply`) rather than at
   the start of the next one; the weights every step uses are the same.
 - Queue: the official per-GPU queues of local embeddings are one replicated
@@ -35,9 +36,10 @@ Deviations from the official code, and why:
 import tensorflow as tf
 
 from keras_ssl import distribute
-from keras_ssl.layers import Prototypes, Queue, mlp_head
+from keras_ssl.layers import Prototypes, RingQueue, mlp_head
 from keras_ssl.losses import swapped_prediction_loss
-from keras_ssl.methods.base import Method, ViewOutputs
+from keras_ssl.methods.base import Method
+from keras_ssl.methods.outputs import PrototypeOutputs
 from keras_ssl.ops import sinkhorn
 
 
@@ -100,7 +102,7 @@ class SwAV(Method):
                                   name="projector")
         self.prototypes = Prototypes(num_prototypes, name="prototypes")
         self.prototypes.build((None, projection_dim))
-        self.queues = [Queue(queue_length, projection_dim, seed=i, name=f"queue{i}")
+        self.queues = [RingQueue(queue_length, projection_dim, seed=i, name=f"queue{i}")
                        for i in range(num_assign_views if queue_length else 0)]
         with distribute.replicated_state_scope():
             # Rows written since queue_start_steps, capped at queue_length.
@@ -108,13 +110,23 @@ class SwAV(Method):
                                                 initializer="zeros", name="queue_filled")
         self.built = True
 
+    def state_variables(self):
+        # The queues are a list, which `state_attributes` cannot name. Their
+        # rows and the fill count are listed; a queue's pointer is left out,
+        # as it comes back to where it was whenever the queue length is a
+        # multiple of the global batch (as in the official recipes).
+        if not self.queue_length:
+            return []
+        return [queue.keys for queue in self.queues] + [self.queue_filled]
+
     def queue_in_use(self):
         """Whether the codes of this step use the queue (a boolean tensor)."""
         if not self.queue_length:
             return tf.constant(False)
         return self.queue_filled >= self.queue_length
 
-    def forward_views(self, views, indices, training):
+    def forward(self, batch, ctx):
+        views, training = batch.views, ctx.training
         if len(views) < max(2, self.num_assign_views):
             raise ValueError(f"SwAV needs at least {max(2, self.num_assign_views)} "
                              f"crops, got {len(views)}.")
@@ -123,14 +135,14 @@ class SwAV(Method):
         # official model runs its head on the concatenated backbone outputs.
         embeddings = tf.math.l2_normalize(tf.cast(self.projector(
             tf.concat(features, axis=0), training=training), tf.float32), axis=1)
-        frozen = self.optimizer.iterations < self.freeze_prototypes_steps
-        scores = self.prototypes(embeddings, frozen=frozen)
-        projections = tuple(tf.split(embeddings, len(views)))
-        scores = tuple(tf.split(scores, len(views)))
+        frozen = ctx.step < self.freeze_prototypes_steps
+        scores = tuple(tf.split(self.prototypes(embeddings, frozen=frozen), len(views)))
         codes = tuple(self.assign_codes(scores[i], i)
                       for i in range(self.num_assign_views))
-        return ViewOutputs(features=features, projections=projections,
-                           predictions=scores, targets=codes, indices=indices)
+        return PrototypeOutputs(features=features,
+                                embeddings=tuple(tf.split(embeddings, len(views))),
+                                scores=scores, assignments=codes, index=batch.index,
+                                label=batch.label)
 
     def assign_codes(self, scores, view):
         """Sinkhorn codes of this replica's rows of assignment crop `view`.
@@ -144,7 +156,7 @@ class SwAV(Method):
         run = lambda s: sinkhorn(s, num_iters=self.sinkhorn_iters,  # noqa: E731
                                  epsilon=self.sinkhorn_epsilon)
         if self.queue_length:
-            queue_scores = tf.matmul(self.queues[view].keys.value,
+            queue_scores = tf.matmul(self.queues[view].read(),
                                      self.prototypes.kernel.value, transpose_b=True)
             codes = tf.cond(
                 self.queue_in_use(),
@@ -154,24 +166,23 @@ class SwAV(Method):
             codes = run(scores)
         return tf.stop_gradient(distribute.local_rows(codes, local_batch))
 
-    def compute_loss_terms(self, outputs, training):
+    def loss(self, outputs, ctx):
         loss = swapped_prediction_loss(
-            outputs.predictions, outputs.targets, temperature=self.temperature,
+            outputs.scores, outputs.assignments, temperature=self.temperature,
             target_views=tuple(range(self.num_assign_views)))
         return loss, {"queue_in_use": tf.cast(self.queue_in_use(), tf.float32)}
 
-    def after_apply(self, outputs):
+    def after_apply(self, outputs, ctx):
         self.prototypes.normalize()
         if not self.queue_length:
             return
-        # Every replica enqueues the gathered embeddings: identical queues.
+        # Every replica writes the gathered embeddings: identical queues.
         # Rows written before the start step are overwritten before the queue
         # counts as full, so only the counter needs the condition.
-        for queue, embeddings in zip(self.queues, outputs.projections):
-            queue.enqueue(distribute.all_gather(tf.stop_gradient(embeddings)))
-        step = self.optimizer.iterations - 1  # apply_gradients has counted this step
-        started = tf.cast(step >= self.queue_start_steps, tf.int64)
-        written = tf.cast(tf.shape(outputs.projections[0])[0] * distribute.num_replicas(),
+        for queue, embeddings in zip(self.queues, outputs.embeddings):
+            queue.write(embeddings)
+        started = tf.cast(ctx.step >= self.queue_start_steps, tf.int64)
+        written = tf.cast(tf.shape(outputs.embeddings[0])[0] * distribute.num_replicas(),
                           tf.int64)
         self.queue_filled.assign(tf.minimum(self.queue_filled + started * written,
                                             self.queue_length))

@@ -33,24 +33,24 @@ TINY_CONFIGS = {
                  freeze_prototypes_steps=1, queue_length=8, queue_start_steps=0),
     "mira": dict(projection_hidden_dim=16, projection_dim=8, num_prototypes=6, num_iters=5,
                  base_momentum=0.9, total_steps=4, freeze_prototypes_steps=1),
-    # InterCLR: 4 clusters of >= 2 in a 32-row bank; inter branch off for
-    # step 0 (a quarter of the 4-step epoch), bank clustered after it, on at step 1.
+    # InterCLR: 4 clusters of >= 2 in a 32-row bank, clustered from the
+    # feature pass before training (`callbacks_for`): both branches from step 0.
     "interclr": dict(num_examples=NUM_EXAMPLES, projection_dim=8, queue_size=12,
                      momentum=0.9, num_clusters=4, min_cluster_size=2, num_negatives=6,
-                     negative_pool_size=16, inter_warmup_epochs=0.25),
+                     negative_pool_size=16, inter_warmup_epochs=0),
     # MSF/CMSF: a 12-row bank, so the second step's 8 targets wrap around it.
     "msf": dict(projection_hidden_dim=16, projection_dim=8, prediction_hidden_dim=16,
                 momentum=0.9, queue_size=12, topk=3),
     # CMSF-KM (the 2Q constraint runs in tests/methods/test_msf.py): k-means
-    # refreshes the pseudo-labels before step 1, so both labelings are used.
+    # refreshes the pseudo-labels at the end of each step, so step 1 uses
+    # other labels than step 0.
     "cmsf": dict(projection_hidden_dim=16, projection_dim=8, prediction_hidden_dim=16,
                  momentum=0.9, queue_size=12, topk=3, num_examples=NUM_EXAMPLES,
                  constraint="pseudo_label", num_clusters=3, cluster_every_steps=1,
                  cluster_iters=3),
-    # Supervised CMSF: three classes over the 32 examples.
+    # Supervised CMSF: the classes come with the batches (index % 3).
     "cmsf_supervised": dict(projection_hidden_dim=16, projection_dim=8,
-                            prediction_hidden_dim=16, momentum=0.9, queue_size=12, topk=3,
-                            num_examples=NUM_EXAMPLES, labels=np.arange(NUM_EXAMPLES) % 3),
+                            prediction_hidden_dim=16, momentum=0.9, queue_size=12, topk=3),
 }
 
 # Sides of the views `train` feeds each method (default: two 16-px views);
@@ -92,9 +92,19 @@ def train(name, strategy, num_batches=2):
         model = build(name)
         model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     history = model.fit(batches(num_batches, sizes=VIEW_SIZES.get(name)), epochs=1,
-                        verbose=0, shuffle=False)
+                        verbose=0, shuffle=False, callbacks=callbacks_for(model))
     return model, history.history
 
 
 def weights_by_path(model):
     return {w.path: np.array(w.numpy()) for w in model.weights}
+
+
+def callbacks_for(model):
+    """The callbacks a method needs in `fit`: the epoch feature pass for those that ask."""
+    if not model.uses_epoch_features:
+        return []
+    from keras_ssl.training import EpochFeaturePass
+    images = np.random.default_rng(1).uniform(size=(NUM_EXAMPLES, 16, 16, 3)).astype("float32")
+    return [EpochFeaturePass(tf.data.Dataset.from_tensor_slices(
+        {"image": images, "index": np.arange(NUM_EXAMPLES, dtype="int64")}).batch(8))]

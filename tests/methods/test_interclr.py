@@ -7,7 +7,9 @@ import tensorflow as tf
 
 from keras_ssl import methods
 from keras_ssl.backbones import tiny_backbone
-from keras_ssl.methods.interclr import cluster_bank, sample_negatives, sample_positives
+from keras_ssl.layers import ClusteredBank
+from keras_ssl.methods import Batch
+from keras_ssl.methods.interclr import sample_negatives, sample_positives
 from tests.methods import harness
 
 
@@ -21,8 +23,22 @@ def _interclr(**overrides):
 
 
 def _first_batch():
-    batch = next(iter(harness.batches(num_batches=1)))
-    return tuple(batch["views"]), batch["index"]
+    return Batch.from_element(next(iter(harness.batches(num_batches=1))))
+
+
+def _pass_images(feature_pass):
+    """The images of the feature pass's dataset, in index order."""
+    images, indices = [], []
+    for batch in feature_pass.dataset:
+        images.append(batch["image"].numpy())
+        indices.append(batch["index"].numpy())
+    return np.concatenate(images)[np.argsort(np.concatenate(indices))]
+
+
+def _cluster_from_the_pass(model):
+    """Runs the feature pass's job directly: the bank clustered from the whole set."""
+    images = _pass_images(harness.callbacks_for(model)[0])
+    model.on_epoch_features(model.epoch_features(images), model.step_context())
 
 
 # ---- sampling kernels ---------------------------------------------------------
@@ -126,11 +142,12 @@ def test_hard_negatives_are_the_most_similar_rows_outside_the_cluster():
 def test_hard_sampling_trains_on_the_whole_bank():
     model = _interclr(negative_sampling="hard", num_negatives=8)
     assert model.negative_pool_size == harness.NUM_EXAMPLES
-    views, indices = _first_batch()
-    outputs = model.forward_views(views, indices, training=True)
-    _, negatives, mask = model.sample_inter_pairs(outputs.projections[0], indices)
-    assert negatives.shape == (len(indices), 8)
-    history = model.fit(harness.batches(), epochs=1, verbose=0, shuffle=False).history
+    batch, ctx = _first_batch(), model.step_context()
+    outputs = model.forward(batch, ctx)
+    _, negatives, mask = model.sample_inter_pairs(outputs.queries[0], batch.index, ctx)
+    assert negatives.shape == (len(batch.index), 8)
+    history = model.fit(harness.batches(), epochs=1, verbose=0, shuffle=False,
+                        callbacks=harness.callbacks_for(model)).history
     assert np.isfinite(history["inter_loss"][0])
 
 
@@ -138,18 +155,20 @@ def test_hard_sampling_trains_on_the_whole_bank():
 
 def test_inter_loss_uses_the_sampled_bank_rows_and_the_margin():
     model = _interclr(inter_cos_margin=-0.5)
-    views, indices = _first_batch()
-    outputs = model.forward_views(views, indices, training=True)
+    _cluster_from_the_pass(model)
+    batch, ctx = _first_batch(), model.step_context()
+    outputs = model.forward(batch, ctx)
+    # The loss draws from the same seed stream at the same step: the same pairs.
     positives, negatives, mask = (t.numpy() for t in model.sample_inter_pairs(
-        outputs.projections[0], indices))
-    _, logs = model.compute_loss_terms(outputs, training=True)
+        outputs.queries[0], batch.index, ctx))
+    _, logs = model.loss(outputs, ctx)
     bank = model.memory.features.numpy()
     labels = model.memory.assignments.numpy()
-    anchors = labels[indices.numpy()]
+    anchors = labels[batch.index.numpy()]
     np.testing.assert_array_equal(labels[positives], anchors)
     assert (labels[negatives][mask] != np.repeat(anchors[:, None], mask.shape[1], 1)[mask]).all()
     # NumPy loss with the positive cosine raised by 0.5.
-    q = outputs.projections[0].numpy().astype(np.float64)
+    q = outputs.queries[0].numpy().astype(np.float64)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     total = 0.0
     for i in range(len(q)):
@@ -159,56 +178,94 @@ def test_inter_loss_uses_the_sampled_bank_rows_and_the_margin():
     np.testing.assert_allclose(logs["inter_loss"], total / len(q), rtol=1e-5)
 
 
-def test_inter_branch_is_off_during_warm_up_and_weighted_after():
-    model = _interclr()  # warm-up: 1 step of a 4-step epoch
-    views, indices = _first_batch()
-    outputs = model.forward_views(views, indices, training=True)
-    loss, logs = model.compute_loss_terms(outputs, training=True)
+def test_inter_branch_is_off_until_the_bank_is_clustered_and_weighted_after():
+    model = _interclr()
+    batch, ctx = _first_batch(), model.step_context()
+    outputs = model.forward(batch, ctx)
+    loss, logs = model.loss(outputs, ctx)
     np.testing.assert_allclose(loss, logs["intra_loss"], rtol=1e-6)
-    model.optimizer.iterations.assign(1)
-    loss, logs = model.compute_loss_terms(outputs, training=True)
+    _cluster_from_the_pass(model)
+    loss, logs = model.loss(outputs, ctx)
     np.testing.assert_allclose(
         loss, 0.75 * logs["intra_loss"] + 0.25 * logs["inter_loss"], rtol=1e-6)
 
 
-def test_bank_is_clustered_when_the_warm_up_ends_and_labels_update_online():
-    model = _interclr(inter_warmup_epochs=0.5)  # 2 warm-up steps
-    initial = model.memory.assignments.numpy().copy()
-    data = harness.batches(num_batches=3)
-    batches = list(data)
-    model.fit(data.take(1), epochs=1, verbose=0, shuffle=False)
-    # One warm-up step: the written rows are the normalised keys, not yet clustered.
-    written = batches[0]["index"].numpy()
-    bank = model.memory.features.numpy()
-    np.testing.assert_allclose(np.linalg.norm(bank[written], axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_array_equal(model.memory.assignments.numpy()[np.setdiff1d(
-        np.arange(harness.NUM_EXAMPLES), written)], initial[np.setdiff1d(
-            np.arange(harness.NUM_EXAMPLES), written)])
-    model.fit(data.skip(1).take(1), epochs=1, verbose=0, shuffle=False)
-    # The second step ended the warm-up: the labels are the bank's clustering.
-    expected, _ = cluster_bank(model.memory.features.value, model.memory.centroids.value,
-                               num_iters=20, min_cluster_size=2, seed=0)
-    clustered = model.memory.assignments.numpy()
-    np.testing.assert_array_equal(clustered, expected.numpy())
-    assert np.bincount(clustered, minlength=4).min() >= 2
-    # The third step relabels its rows online from the centroids.
-    history = model.fit(data.skip(2), epochs=1, verbose=0, shuffle=False).history
+def test_the_pass_is_wanted_once_before_the_first_epoch_after_the_warm_up():
+    model = _interclr(inter_warmup_epochs=2)
+    assert [model.wants_epoch_features(e) for e in range(4)] == [False, False, True, True]
+    _cluster_from_the_pass(model)
+    assert not any(model.wants_epoch_features(e) for e in range(4))
+    assert _interclr(inter_warmup_epochs=0).wants_epoch_features(0)
+
+
+@pytest.mark.parametrize("epochs", [0.5, -1, "1"])
+def test_warm_up_is_a_whole_number_of_epochs(epochs):
+    with pytest.raises(ValueError, match="whole number of epochs"):
+        _interclr(inter_warmup_epochs=epochs)
+
+
+def test_fit_needs_the_feature_pass():
+    model = _interclr()
+    with pytest.raises(ValueError, match="EpochFeaturePass"):
+        model.fit(harness.batches(1), epochs=1, verbose=0)
+
+
+class _BankSnapshot(keras.callbacks.Callback):
+    """The bank right after the feature pass of epoch 1, and what it should hold."""
+
+    def __init__(self, images):
+        super().__init__()
+        self.images = images
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            memory = self.model.memory
+            self.features = memory.features.numpy()
+            self.assignments = memory.assignments.numpy()
+            self.expected = self.model.epoch_features(self.images).numpy()
+
+
+def test_bank_is_clustered_from_the_whole_set_after_the_warm_up_and_labels_update_online():
+    model = _interclr(inter_warmup_epochs=1)
+    feature_pass = harness.callbacks_for(model)[0]
+    snapshot = _BankSnapshot(_pass_images(feature_pass))
+    # Two epochs of two steps: warm-up, then the pass, then both branches.
+    history = model.fit(harness.batches(2).repeat(), epochs=2, steps_per_epoch=2,
+                        callbacks=[feature_pass, snapshot], verbose=0, shuffle=False).history
+    assert feature_pass.passes == [1]
+    # Epoch 0: intra only. Epoch 1: the weighted sum (logs are epoch means).
+    np.testing.assert_allclose(history["loss"][0], history["intra_loss"][0], rtol=1e-5)
+    np.testing.assert_allclose(
+        history["loss"][1], 0.75 * history["intra_loss"][1] + 0.25 * history["inter_loss"][1],
+        rtol=1e-5)
+    # Every row holds the normalised key projection of its image, and the
+    # labels are the k-means clustering of those rows, no cluster below 2.
+    np.testing.assert_allclose(np.linalg.norm(snapshot.expected, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(snapshot.features, snapshot.expected, atol=1e-5)
+    reference = ClusteredBank(harness.NUM_EXAMPLES, 8, 4, min_cluster_size=2, seed=0)
+    reference.initialize(snapshot.expected, num_iters=20)
+    np.testing.assert_array_equal(snapshot.assignments, reference.assignments.numpy())
+    assert np.bincount(snapshot.assignments, minlength=4).min() >= 2
+    # A later step relabels its rows online, to the best centroid (centroids
+    # are recomputed only every 10 updates: 4 so far).
+    batch = next(iter(harness.batches(1, seed=3)))
+    history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0,
+                        callbacks=[feature_pass]).history
+    assert feature_pass.passes == [1]  # the bank is clustered once
     assert 0.0 <= history["change_ratio"][0] <= 1.0
-    rows = batches[2]["index"].numpy()
+    rows = batch["index"].numpy()
     keys = model.memory.features.numpy()[rows]
-    scores = keys @ model.memory.centroids.numpy().T
     labels = model.memory.assignments.numpy()[rows]
-    # Relabelled to the best centroid (centroids are recomputed only every 10
-    # updates, and no cluster was dissolved here, so they are the ones used).
-    assert int(model.memory.updates.numpy()) == 3
-    np.testing.assert_array_equal(labels, scores.argmax(axis=1))
-    assert model.optimizer.iterations.numpy() == 3
+    assert int(model.memory.updates.numpy()) == 5
+    np.testing.assert_array_equal(labels, (keys @ model.memory.centroids.numpy().T).argmax(1))
+    assert model.optimizer.iterations.numpy() == 5
 
 
 def test_fit_moves_queue_key_encoder_and_memory():
     model = _interclr()
     before = harness.weights_by_path(model)
-    model.fit(harness.batches(), epochs=1, verbose=0, shuffle=False)
+    model.fit(harness.batches(), epochs=1, verbose=0, shuffle=False,
+              callbacks=harness.callbacks_for(model))
     after = harness.weights_by_path(model)
     moved = {path for path in before if not np.array_equal(before[path], after[path])}
     for keyword in ("queue", "key_encoder", "memory/features", "memory/assignments",

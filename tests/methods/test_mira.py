@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from keras_ssl import methods
 from keras_ssl.backbones import tiny_backbone
+from keras_ssl.methods import Batch
 from tests.methods import harness
 
 SIZES = (16, 16, 8)
@@ -24,6 +25,11 @@ def _views(seed=0):
     return tuple(tf.constant(rng.uniform(size=(8, s, s, 3)), tf.float32) for s in SIZES)
 
 
+def _batch(seed=0):
+    return Batch(views=_views(seed), index=tf.range(8, dtype=tf.int64),
+                 label=tf.fill([8], tf.constant(-1, tf.int64)))
+
+
 def _directions(model):
     kernel = model.prototypes.kernel.numpy()
     return kernel / np.linalg.norm(kernel, axis=1, keepdims=True)
@@ -31,9 +37,10 @@ def _directions(model):
 
 def test_pseudo_labels_are_distributions_for_every_global_crop():
     model = _mira()
-    outputs = model.forward_views(_views(), None, training=True)
-    assert len(outputs.targets) == 2 and len(outputs.predictions) == len(SIZES)
-    for labels in outputs.targets:
+    outputs = model.forward(_batch(), model.step_context())
+    assert len(outputs.assignments) == 2 and len(outputs.scores) == len(SIZES)
+    assert len(outputs.embeddings) == len(SIZES)
+    for labels in outputs.assignments:
         labels = labels.numpy()
         assert labels.shape == (8, 6)
         assert (labels >= 0).all()
@@ -72,6 +79,24 @@ def test_head_frozen_for_the_first_steps_then_trained():
     np.testing.assert_allclose(_directions(model), start, atol=1e-6)
     model.fit(harness.batches(1, seed=1, sizes=SIZES), epochs=1, verbose=0)
     assert np.abs(_directions(model) - start).max() > 1e-4
+
+
+def test_forward_leaves_the_teacher_alone_and_after_apply_moves_it():
+    model = _mira(freeze_prototypes_steps=0, total_steps=10)
+    model.fit(harness.batches(1, sizes=SIZES), epochs=1, verbose=0)
+    teacher = [w.numpy().copy() for w in model.target_encoder.trainable_weights]
+    ctx = model.step_context()
+    outputs = model.forward(_batch(), ctx)
+    for before, after in zip(teacher, model.target_encoder.trainable_weights):
+        np.testing.assert_array_equal(after.numpy(), before)
+    # After the step the teacher leads: it moves with tau of the next step.
+    model.after_apply(outputs, ctx)
+    tau = float(model.momentum_at(ctx.step + 1))
+    for before, target, online in zip(teacher, model.target_encoder.trainable_weights,
+                                      model.encoder.trainable_weights):
+        np.testing.assert_allclose(target.numpy(),
+                                   before + (1 - tau) * (online.numpy() - before),
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_teacher_is_an_ema_of_the_student_and_shares_its_head():
@@ -117,12 +142,14 @@ def test_assignment_statistics_match_numpy_and_their_limits():
 
 
 def test_fit_logs_the_targets_entropy_and_mutual_information():
-    model = _mira()
-    outputs = model.forward_views(_views(), None, training=True)
-    _, logs = model.compute_loss_terms(outputs, training=True)
+    model = _mira(total_steps=10)
+    ctx = model.step_context()
+    outputs = model.forward(_batch(), ctx)
+    _, logs = model.loss(outputs, ctx)
+    np.testing.assert_allclose(logs["beta"], model.beta_at(0), rtol=1e-6)
     # NumPy: statistics of each teacher crop's targets, averaged over the two.
     entropies, informations = [], []
-    for targets in outputs.targets:
+    for targets in outputs.assignments:
         t = targets.numpy().astype(np.float64)
         rows = -(t * np.log(t)).sum(axis=1).mean()
         m = t.mean(axis=0)

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_ssl import methods
 from keras_ssl.backbones import tiny_backbone
+from keras_ssl.methods import Batch, RunContext
 from tests.methods import harness
 
 HEADS = dict(projection_hidden_dim=16, projection_dim=8, prediction_hidden_dim=16,
@@ -26,11 +27,21 @@ def _fit(model, num_batches):
     model.fit(harness.batches(num_batches), epochs=1, verbose=0, shuffle=False)
 
 
-def _batch(indices, seed=5):
+def _batch(indices, seed=5, labels=None):
+    """A Batch of two random views; the class of each row is its index % 3 by default."""
     rng = np.random.default_rng(seed)
     views = tuple(tf.constant(rng.uniform(size=(len(indices), 16, 16, 3)), tf.float32)
                   for _ in range(2))
-    return views, tf.constant(indices, tf.int64)
+    indices = np.asarray(indices)
+    labels = indices % 3 if labels is None else np.asarray(labels)
+    return Batch(views=views, index=tf.constant(indices, tf.int64),
+                 label=tf.constant(labels, tf.int64))
+
+
+def _forward(model, batch):
+    """The step's outputs and context, as train_step computes them."""
+    ctx = model.step_context()
+    return model.forward(batch, ctx), ctx
 
 
 def _normalize(x):
@@ -53,17 +64,25 @@ def _same_label_rows(model, outputs, batch_indices, labels):
     """(targets, bank after the enqueue, [B, M] mask of written rows with the anchor's label)."""
     targets = model.normalized_targets(outputs).numpy()
     bank, rows = _bank_after(model, targets)
-    bank_index = model.bank_indices.numpy().copy()
+    bank_index = model.queue.index.numpy().copy()
     bank_index[rows] = batch_indices
     bank_labels = np.where(bank_index >= 0, labels[np.maximum(bank_index, 0)], -1)
     return targets, bank, labels[batch_indices][:, None] == bank_labels[None, :]
 
 
+def _same_class_rows(model, outputs, batch_labels):
+    """SupervisedCMSF's `_same_label_rows`: classes from the bank's label column."""
+    targets = model.normalized_targets(outputs).numpy()
+    bank, rows = _bank_after(model, targets)
+    bank_labels = model.queue.label.numpy().copy()
+    bank_labels[rows] = batch_labels
+    return targets, bank, np.asarray(batch_labels)[:, None] == bank_labels[None, :]
+
+
 def test_msf_neighbours_are_the_true_top_k_and_the_target_comes_first():
     model = _build("msf", topk=3)
     _fit(model, 1)  # 8 real targets in the 12-row bank
-    views, indices = _batch(np.arange(20, 28))
-    outputs = model.forward_views(views, indices, training=True)
+    outputs, ctx = _forward(model, _batch(np.arange(20, 28)))
     targets = model.normalized_targets(outputs).numpy()
     bank, neighbors, similarities = model.search(outputs)
     expected_bank, rows = _bank_after(model, targets)
@@ -75,7 +94,7 @@ def test_msf_neighbours_are_the_true_top_k_and_the_target_comes_first():
     # The current batch is in the bank before the search: each target is
     # its own first neighbour (the official "enqueue before search").
     np.testing.assert_array_equal(neighbors[:, 0], rows)
-    loss, _ = model.compute_loss_terms(outputs, training=True)
+    loss, _ = model.loss(outputs, ctx)
     q = _normalize(outputs.predictions[0].numpy())
     reference = np.mean([np.mean([2 - 2 * q[i] @ expected_bank[j] for j in row])
                          for i, row in enumerate(_top(scores, 3))])
@@ -85,16 +104,36 @@ def test_msf_neighbours_are_the_true_top_k_and_the_target_comes_first():
 def test_msf_queue_pointer_moves_and_holds_the_targets_of_the_step():
     model = _build("msf", topk=3)
     batch = next(iter(harness.batches(1)))
-    _fit(model, 1)
-    assert int(model.queue.pointer.numpy()) == 8
-    # The target network is not touched after the step (EMA runs before the
-    # target pass), so recomputing it on the same views gives the same rows.
+    # Step 0's target network is the initial copy (the EMA moves it at the
+    # end of each step, for the next one), so its rows can be computed first.
     targets = model.target_projector(model.target_encoder(batch["views"][1], training=True),
                                      training=True)
+    _fit(model, 1)
+    assert int(model.queue.pointer.numpy()) == 8
     np.testing.assert_allclose(model.queue.keys.numpy()[:8],
                                tf.math.l2_normalize(targets, axis=1), atol=1e-5)
     _fit(model, 2)  # 16 more rows: the pointer wraps around the 12-row bank
     assert int(model.queue.pointer.numpy()) == (8 + 16) % 12
+
+
+def test_msf_forward_and_loss_change_no_state_and_after_apply_moves_the_target():
+    model = _build("msf", topk=3)
+    _fit(model, 1)
+    before = harness.weights_by_path(model)
+    outputs, ctx = _forward(model, _batch(np.arange(20, 28)))
+    model.loss(outputs, ctx)
+    for path, value in harness.weights_by_path(model).items():
+        if not path.endswith(("moving_mean", "moving_variance")):
+            np.testing.assert_array_equal(value, before[path], err_msg=path)
+    model.after_apply(outputs, ctx)
+    # The target leads (`targets_lead`): moved with tau of the next step.
+    tau = float(model.momentum_at(ctx.step + 1))
+    for target, online in zip(model.target_encoder.trainable_weights,
+                              model.encoder.trainable_weights):
+        old = before[target.path]
+        np.testing.assert_allclose(target.numpy(), old + (1 - tau) * (online.numpy() - old),
+                                   rtol=1e-5, atol=1e-6)
+    assert int(model.queue.pointer.numpy()) == 16 % 12
 
 
 def test_cmsf_pseudo_label_constraint_never_picks_a_disallowed_row():
@@ -104,8 +143,7 @@ def test_cmsf_pseudo_label_constraint_never_picks_a_disallowed_row():
     labels = np.arange(harness.NUM_EXAMPLES) % 3
     model.set_pseudo_labels(labels)
     batch_indices = np.arange(20, 28)
-    views, indices = _batch(batch_indices)
-    outputs = model.forward_views(views, indices, training=True)
+    outputs, _ = _forward(model, _batch(batch_indices))
     _, neighbors, _, constrained, constrained_sims, mask = model.constrained_search(outputs)
     targets, bank, expected_mask = _same_label_rows(model, outputs, batch_indices, labels)
     np.testing.assert_array_equal(mask, expected_mask)
@@ -131,13 +169,12 @@ def test_cmsf_previous_epoch_constraint_matches_numpy():
     # examples never seen (random pool rows), none repeated.
     unseen = np.setdiff1d(np.arange(harness.NUM_EXAMPLES), seen)[:4]
     batch_indices = np.concatenate([seen[:4], unseen])
-    views, indices = _batch(batch_indices)
     pool, slot = model.pool.numpy(), model.pool_slot.numpy()
-    outputs = model.forward_views(views, indices, training=True)
+    outputs, _ = _forward(model, _batch(batch_indices))
     _, _, _, constrained, constrained_sims, mask = model.constrained_search(outputs)
     targets = model.normalized_targets(outputs).numpy()
     bank, rows = _bank_after(model, targets)
-    bank_index = model.bank_indices.numpy().copy()
+    bank_index = model.queue.index.numpy().copy()
     bank_index[rows] = batch_indices
     slot_after = slot.copy()
     slot_after[batch_indices] = 1 - slot[batch_indices]
@@ -158,8 +195,8 @@ def test_cmsf_writes_the_pool_and_toggles_the_slot():
     before = model.pool.numpy()
     _fit(model, 1)
     written = batch["index"].numpy()
-    np.testing.assert_array_equal(model.bank_indices.numpy()[:8], written)
-    np.testing.assert_array_equal(model.bank_indices.numpy()[8:], -1)
+    np.testing.assert_array_equal(model.queue.index.numpy()[:8], written)
+    np.testing.assert_array_equal(model.queue.index.numpy()[8:], -1)
     slot = model.pool_slot.numpy()
     assert (slot[written] == 1).all() and (np.delete(slot, written) == 0).all()
     pool = model.pool.numpy()
@@ -174,6 +211,24 @@ def test_cmsf_kmeans_refresh_sets_pseudo_labels_in_range():
     _fit(model, 2)
     labels = model.pseudo_labels.numpy()
     assert labels.min() >= 0 and labels.max() < 3 and len(np.unique(labels)) > 1
+
+
+def test_cmsf_kmeans_refresh_runs_after_the_pool_write_of_every_nth_step():
+    # The official refresh before step k (k % every == 0) is made at the end
+    # of step k - 1, from the pool that step has just written.
+    model = _build("cmsf", topk=2, num_examples=harness.NUM_EXAMPLES,
+                   constraint="pseudo_label", num_clusters=3, cluster_every_steps=2,
+                   cluster_iters=3)
+    data = list(harness.batches(3))
+    ctx = model.step_context()
+    outputs = model.forward(Batch.from_element(data[0]), ctx)
+    model.loss(outputs, ctx)
+    np.testing.assert_array_equal(model.pseudo_labels.numpy(), 0)  # forward writes nothing
+    _fit(model, 1)  # step 0: (0 + 1) % 2 != 0, no refresh
+    np.testing.assert_array_equal(model.pseudo_labels.numpy(), 0)
+    model.fit(tf.data.Dataset.from_tensors(data[1]), epochs=1, verbose=0)  # step 1
+    np.testing.assert_array_equal(model.pseudo_labels.numpy(), model.cluster_pool().numpy())
+    assert len(np.unique(model.pseudo_labels.numpy())) > 1
 
 
 def test_cmsf_rejects_a_constraint_set_smaller_than_k():
@@ -202,33 +257,32 @@ def test_cmsf_previous_epoch_one_and_two_replicas_agree():
                                    err_msg=path)
 
 
-def test_pseudo_label_cmsf_reclusters_once_per_epoch_under_train_py():
-    """pretrain hands the epoch length over; KM then re-clusters every epoch by default."""
-    from experiments.pretrain import _method_kwargs
-    kwargs = _method_kwargs("cmsf", {"constraint": "pseudo_label"}, num_examples=100,
-                            total_steps=50, steps_per_epoch=7)
-    assert kwargs["steps_per_epoch"] == 7
+def test_cmsf_takes_the_run_dependent_values_from_the_run_context():
+    run = RunContext(num_examples=100, steps_per_epoch=7)
     model = methods.get("cmsf", encoder=tiny_backbone(image_size=16, width=4), queue_size=12,
-                        **kwargs)
-    assert model.cluster_every_steps == 7
+                        constraint="pseudo_label", run=run)
+    assert model.num_examples == 100 and tuple(model.pool.shape[:2]) == (1, 100)
+    assert model.cluster_every_steps == 7  # KM re-clusters once per epoch by default
     explicit = methods.get("cmsf", encoder=tiny_backbone(image_size=16, width=4),
-                           num_examples=100, queue_size=12,
-                           constraint="pseudo_label", cluster_every_steps=0, steps_per_epoch=7)
-    assert explicit.cluster_every_steps == 0
+                           num_examples=50, queue_size=12, constraint="pseudo_label",
+                           cluster_every_steps=0, run=run)
+    assert explicit.num_examples == 50 and explicit.cluster_every_steps == 0
+    with pytest.raises(ValueError, match="num_examples"):
+        methods.get("cmsf", encoder=tiny_backbone(image_size=16, width=4), queue_size=12)
 
 
 # ---- supervised CMSF ------------------------------------------------------------
 
 def test_supervised_cmsf_takes_the_nearest_rows_of_the_class_and_only_them():
-    labels = np.arange(harness.NUM_EXAMPLES) % 3
-    model = _build("cmsf_supervised", topk=3, num_examples=harness.NUM_EXAMPLES,
-                   labels=labels)
-    assert model.pool.shape[0] == 0  # fixed labels need no embedding pool
-    _fit(model, 1)
+    model = _build("cmsf_supervised", topk=3)
+    assert not any("pool" in w.path or "pseudo" in w.path for w in model.weights)
+    _fit(model, 1)  # harness batches: class = index % 3
+    written = next(iter(harness.batches(1)))["index"].numpy()
+    np.testing.assert_array_equal(model.queue.label.numpy()[:8], written % 3)
+    np.testing.assert_array_equal(model.queue.label.numpy()[8:], -1)
     batch_indices = np.arange(20, 28)
-    views, indices = _batch(batch_indices)
-    outputs = model.forward_views(views, indices, training=True)
-    targets, bank, same_class = _same_label_rows(model, outputs, batch_indices, labels)
+    outputs, ctx = _forward(model, _batch(batch_indices))
+    targets, bank, same_class = _same_class_rows(model, outputs, batch_indices % 3)
     # NumPy copy of train_cmsf_sup.py: other classes (and unwritten rows) at
     # distance 5, the top k by the target's distance, loss 2 - 2 q.u over them
     # (here every anchor has >= 3 rows of its class, so nothing is dropped).
@@ -239,32 +293,37 @@ def test_supervised_cmsf_takes_the_nearest_rows_of_the_class_and_only_them():
     expected_loss = np.mean([np.mean([2 - 2 * q[i] @ bank[j] for j in row])
                              for i, row in enumerate(chosen)])
     expected_purity = np.take_along_axis(same_class, _top(targets @ bank.T, 3), 1).mean()
-    loss, logs = model.compute_loss_terms(outputs, training=True)
+    loss, logs = model.loss(outputs, ctx)
     np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
     np.testing.assert_allclose(logs["neighbor_purity"], expected_purity, rtol=1e-6)
     # Unconstrained mean shift would take rows of other classes here.
     assert expected_purity < 1.0
 
 
-def test_supervised_cmsf_refuses_missing_labels_and_other_constraints():
+def test_supervised_cmsf_reads_the_classes_from_the_batch_not_the_index():
+    # The same rows with other classes: the constraint follows the labels.
+    model = _build("cmsf_supervised", topk=3)
+    _fit(model, 1)
+    batch_indices = np.arange(20, 28)
+    relabelled = (batch_indices + 1) % 3
+    outputs, _ = _forward(model, _batch(batch_indices, labels=relabelled))
+    *_, mask = model.constrained_search(outputs)
+    _, _, expected = _same_class_rows(model, outputs, relabelled)
+    _, _, by_index = _same_class_rows(model, outputs, batch_indices % 3)
+    np.testing.assert_array_equal(mask, expected)
+    assert not np.array_equal(mask, by_index)
+
+
+def test_supervised_cmsf_refuses_unlabelled_rows_labels_and_other_constraints():
     encoder = tiny_backbone(image_size=16, width=4)
-    labels = np.arange(harness.NUM_EXAMPLES) % 3
-    with pytest.raises(ValueError, match="2 of 32 have label -1"):
-        methods.get("cmsf_supervised", encoder=encoder, num_examples=32, queue_size=12,
-                    labels=np.where(np.arange(32) < 2, -1, labels))
-    with pytest.raises(ValueError, match=r"shape \(32,\)"):
-        methods.get("cmsf_supervised", encoder=encoder, num_examples=32, queue_size=12,
-                    labels=labels[:10])
+    with pytest.raises(ValueError, match="comes with the batch"):
+        methods.get("cmsf_supervised", encoder=encoder, queue_size=12,
+                    labels=np.arange(32) % 3)
     with pytest.raises(ValueError, match="constraint"):
-        methods.get("cmsf_supervised", encoder=encoder, num_examples=32, queue_size=12,
-                    labels=labels, constraint="previous_epoch")
-
-
-def test_train_py_hands_the_labels_only_to_methods_that_take_them():
-    from experiments.pretrain import _method_kwargs
-    labels = np.arange(10) % 2
-    supervised = _method_kwargs("cmsf_supervised", {}, num_examples=10, total_steps=5,
-                                labels=labels)
-    np.testing.assert_array_equal(supervised["labels"], labels)
-    assert "labels" not in _method_kwargs("cmsf", {}, num_examples=10, total_steps=5,
-                                          labels=labels)
+        methods.get("cmsf_supervised", encoder=encoder, queue_size=12,
+                    constraint="previous_epoch")
+    model = _build("cmsf_supervised", topk=3)
+    unlabelled = harness.batches(1).map(
+        lambda x: {**x, "label": tf.where(x["index"] % 2 == 0, x["label"], -1)})
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label -1"):
+        model.fit(unlabelled, epochs=1, verbose=0)

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_ssl import methods
 from keras_ssl.backbones import tiny_backbone
+from keras_ssl.methods import Batch, StepContext
 from tests.methods import harness
 
 SIZES = (16, 16, 8)
@@ -91,5 +92,22 @@ def test_queue_holds_the_gathered_embeddings_of_each_global_crop():
 
 def test_too_few_crops_raise():
     model = _swav()
+    batch = Batch(views=(tf.zeros((2, 16, 16, 3)),), index=tf.range(2, dtype=tf.int64),
+                  label=tf.fill([2], tf.constant(-1, tf.int64)))
     with pytest.raises(ValueError, match="at least 2 crops"):
-        model.forward_views((tf.zeros((2, 16, 16, 3)),), None, training=False)
+        model.forward(batch, StepContext.at(0, training=False))
+
+
+def test_outputs_name_scores_assignments_and_embeddings():
+    model = _swav()
+    batch = Batch.from_element(next(iter(harness.batches(1, sizes=SIZES))))
+    outputs = model.forward(batch, model.step_context())
+    assert len(outputs.scores) == len(outputs.embeddings) == len(SIZES)
+    assert len(outputs.assignments) == model.num_assign_views
+    for scores, codes in zip(outputs.scores, outputs.assignments):
+        assert scores.shape == codes.shape == (8, 6)
+        np.testing.assert_allclose(codes.numpy().sum(axis=1), 1.0, rtol=1e-5)
+    for embeddings in outputs.embeddings:
+        np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+    loss, logs = model.loss(outputs, model.step_context())
+    assert np.isfinite(loss.numpy()) and set(logs) == {"queue_in_use"}
