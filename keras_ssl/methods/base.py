@@ -55,12 +55,16 @@ class Method(keras.Model):
 
     Subclasses set `recipe_name` (the view recipe the pipeline builds),
     `log_names` (the scalars their hooks log; the base collects them over the
-    class hierarchy and the objectives, and owns every tracker) and
+    class hierarchy and the objectives, and owns every tracker),
+    `state_attributes` (the attributes holding the state `after_apply`
+    writes: EMA targets, queues, banks; also collected over the hierarchy,
+    and checked by the test harness to move in a step) and
     `mixed_image_sizes` (True when their views come in several sizes).
     """
 
     recipe_name = None
     log_names = ()
+    state_attributes = ()
     # Multi-crop views have two sizes, and one encoder sees both. Builders
     # make such an encoder with `backbones.get(..., any_image_size=True)`; an
     # encoder built for one size is relaxed here, so a user's works as well.
@@ -72,7 +76,7 @@ class Method(keras.Model):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         # `.keras` files name the class; every method loads without custom_objects.
-        keras.saving.get_custom_objects()[f"keras_ssl>{cls.__name__}"] = cls
+        keras.saving.register_keras_serializable(package="keras_ssl", name=cls.__name__)(cls)
 
     def __new__(cls, *args, **kwargs):
         instance = super().__new__(cls, *args, **kwargs)
@@ -143,6 +147,18 @@ class Method(keras.Model):
 
     def on_epoch_features(self, features, ctx):
         """Receives [N, D] features of the whole training set, in dataset-index order."""
+
+    def state_variables(self):
+        """Every variable of the attributes named in `state_attributes` (over the hierarchy)."""
+        names = []
+        for klass in reversed(type(self).__mro__):
+            names.extend(klass.__dict__.get("state_attributes", ()))
+        variables = []
+        for name in dict.fromkeys(names):
+            holder = getattr(self, name)
+            variables.extend(holder.weights if isinstance(holder, keras.layers.Layer)
+                             else [holder])
+        return variables
 
     def log(self, name, value):
         """Adds `value` to the tracker `name`, which must be in `log_names`."""

@@ -1,0 +1,67 @@
+"""Every method, completely: declared state moves, the whole model round-trips, the encoder exports.
+
+The shared harness (`tests/methods/harness.py`) builds each registered method
+at its smallest; these checks hold for every one of them.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_ssl import methods
+from keras_ssl.export import export_encoder
+from tests.methods import harness
+
+NAMES = methods.available()
+_BATCH_STATISTICS = ("moving_mean", "moving_variance")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declared_state_moves_and_no_other_state_does(name):
+    model = harness.build(name)
+    before = harness.weights_by_path(model)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    model.fit(harness.batches(), epochs=1, verbose=0, shuffle=False,
+              callbacks=harness.callbacks_for(model))
+    after = harness.weights_by_path(model)
+    moved = {path for path in before if not np.array_equal(before[path], after[path])}
+    state = {variable.path for variable in model.state_variables()}
+    assert state <= set(before), "state_variables names variables the model does not hold"
+    assert state - moved == set(), f"declared state that did not move: {state - moved}"
+    trainable = {variable.path for variable in model.trainable_weights}
+    undeclared = {path for path in moved - trainable - state
+                  if not path.endswith(_BATCH_STATISTICS)}
+    assert not undeclared, f"state written but not declared in state_attributes: {undeclared}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_whole_model_round_trips_through_a_keras_file_and_its_config(name, tmp_path):
+    model, _ = harness.train(name, tf.distribute.get_strategy(), num_batches=1)
+    path = str(tmp_path / f"{name}.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    assert type(reloaded) is type(model)
+    # Every constructor argument comes back; the encoder is compared by its
+    # weights below (Keras renames the layers of a reloaded functional model).
+    config, reloaded_config = model.get_config(), reloaded.get_config()
+    assert config.pop("encoder").keys() == reloaded_config.pop("encoder").keys()
+    assert reloaded_config == config
+    expected = harness.weights_by_path(model)
+    actual = harness.weights_by_path(reloaded)
+    assert actual.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(actual[key], value, err_msg=key)
+    rebuilt = type(model).from_config(model.get_config())
+    assert [w.shape for w in rebuilt.weights] == [w.shape for w in model.weights]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_encoder_exports_and_reloads(name, tmp_path):
+    model = harness.build(name)
+    saved_model = export_encoder(model.encoder, str(tmp_path / "export"), image_size=16)
+    served = tf.saved_model.load(saved_model)
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 16, 16, 3), dtype=np.uint8)
+    np.testing.assert_allclose(served.serve(tf.constant(images)),
+                               model.encoder(images.astype("float32") / 255.0, training=False),
+                               rtol=1e-5, atol=1e-5)
