@@ -1,6 +1,6 @@
 """Self-supervised methods as keras.Models; `get(name, **kwargs)` builds one."""
 
-from keras_ssl.methods.base import Method, ViewOutputs
+from keras_ssl.methods.base import Method
 from keras_ssl.methods.contract import Batch, LabeledBatch, RunContext, StepContext
 from keras_ssl.methods.outputs import (ContrastiveOutputs, DistillationOutputs, Outputs,
                                       PrototypeOutputs)

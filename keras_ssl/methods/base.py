@@ -23,18 +23,6 @@ from keras_ssl.backbones import accept_any_image_size
 from keras_ssl.methods.contract import Batch, RunContext, StepContext
 from keras_ssl.objectives.probe import OnlineLinearProbe
 
-# TRANSITION: removed once every method returns a family dataclass.
-from typing import NamedTuple, Optional  # noqa: E402
-
-
-class ViewOutputs(NamedTuple):
-    features: tuple = ()
-    projections: tuple = ()
-    predictions: tuple = ()
-    targets: tuple = ()
-    indices: Optional[tf.Tensor] = None
-
-
 class Method(keras.Model):
     """Base class of self-supervised methods trained with `model.fit`.
 

@@ -30,6 +30,7 @@ class BYOL(MomentumMethod):
     """
 
     recipe_name = "byol"
+    state_attributes = ("target_encoder", "target_projector")
     log_names = ("z_std",)
 
     def __init__(self, encoder, *, projection_hidden_dim=4096, projection_dim=256,

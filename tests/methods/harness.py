@@ -1,68 +1,42 @@
 """One harness every method passes: a real fit step, moved state, 1 vs 2 replicas.
 
-`TINY_CONFIGS` holds the smallest constructor arguments of each registered
-method; a method added to the registry without an entry here fails
-`test_every_method_has_a_tiny_config`.
+Each method is built at its smallest: the `smoke=True` recipe of its config
+module (`keras_ssl.configs`), with a run of `NUM_EXAMPLES` examples, so
+adding a method to the registry with a config module is all the harness
+needs.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_ssl import distribute, methods
+from keras_ssl import configs, distribute, methods
 from keras_ssl.backbones import tiny_backbone
 
 GLOBAL_BATCH = 8
 NUM_EXAMPLES = 32
+# Four steps an epoch: schedules over total_steps (BYOL's and MIRA's tau,
+# MIRA's beta) move within the harness' two steps.
+RUN = methods.RunContext(num_examples=NUM_EXAMPLES, steps_per_epoch=4, epochs=1)
 
-TINY_CONFIGS = {
-    "simclr": dict(projection_dim=8, temperature=0.5),
-    "moco_v2": dict(projection_dim=8, queue_size=12, temperature=0.2, momentum=0.9, shuffle_bn=True),
-    "npid": dict(num_examples=NUM_EXAMPLES, projection_dim=8),
-    "byol": dict(projection_hidden_dim=16, projection_dim=8, prediction_hidden_dim=16,
-                 base_momentum=0.9, total_steps=4),
-    # CLD: 3 groups over the global batch of 8 (first-3 initialisation).
-    "npid_cld": dict(num_examples=NUM_EXAMPLES, projection_dim=8, num_groups=3, group_dim=8),
-    "moco_v2_cld": dict(projection_hidden_dim=16, projection_dim=8, queue_size=12,
-                        momentum=0.9, num_groups=3, group_dim=8),
-    "byol_cld": dict(projection_hidden_dim=16, projection_dim=8, prediction_hidden_dim=16,
-                     base_momentum=0.9, total_steps=4, num_groups=3, group_dim=8),
-    # SwAV/MIRA: prototypes frozen for step 0 only; SwAV's queue fills on step 0
-    # and is used on step 1, so a 2-step run goes through both branches.
-    "swav": dict(projection_hidden_dim=16, projection_dim=8, num_prototypes=6,
-                 freeze_prototypes_steps=1, queue_length=8, queue_start_steps=0),
-    "mira": dict(projection_hidden_dim=16, projection_dim=8, num_prototypes=6, num_iters=5,
-                 base_momentum=0.9, total_steps=4, freeze_prototypes_steps=1),
-    # InterCLR: 4 clusters of >= 2 in a 32-row bank, clustered from the
-    # feature pass before training (`callbacks_for`): both branches from step 0.
-    "interclr": dict(num_examples=NUM_EXAMPLES, projection_dim=8, queue_size=12,
-                     momentum=0.9, num_clusters=4, min_cluster_size=2, num_negatives=6,
-                     negative_pool_size=16, inter_warmup_epochs=0),
-    # MSF/CMSF: a 12-row bank, so the second step's 8 targets wrap around it.
-    "msf": dict(projection_hidden_dim=16, projection_dim=8, prediction_hidden_dim=16,
-                momentum=0.9, queue_size=12, topk=3),
-    # CMSF-KM (the 2Q constraint runs in tests/methods/test_msf.py): k-means
-    # refreshes the pseudo-labels at the end of each step, so step 1 uses
-    # other labels than step 0.
-    "cmsf": dict(projection_hidden_dim=16, projection_dim=8, prediction_hidden_dim=16,
-                 momentum=0.9, queue_size=12, topk=3, num_examples=NUM_EXAMPLES,
-                 constraint="pseudo_label", num_clusters=3, cluster_every_steps=1,
-                 cluster_iters=3),
-    # Supervised CMSF: the classes come with the batches (index % 3).
-    "cmsf_supervised": dict(projection_hidden_dim=16, projection_dim=8,
-                            prediction_hidden_dim=16, momentum=0.9, queue_size=12, topk=3),
-}
+TINY_CONFIGS = {name: configs.get("cpu_small", name, smoke=True)["method"]
+                for name in methods.available()}
 
-# Sides of the views `train` feeds each method (default: two 16-px views);
-# multi-crop methods get two global crops and a smaller local one.
-VIEW_SIZES = {"swav": (16, 16, 8), "mira": (16, 16, 8)}
+
+def _view_sizes(name):
+    """Sides of the views `train` feeds: two 16-px views, plus smoke local crops."""
+    views = configs.get("cpu_small", name, smoke=True)["views"]
+    return (16, 16) + (views.get("local_size", 8),) * views.get("num_local", 0)
+
+
+VIEW_SIZES = {name: _view_sizes(name) for name in methods.available()}
 
 
 def build(name, seed=0):
     """The method with a tiny sync-BN backbone (identical on 1 and N replicas)."""
     keras.utils.set_random_seed(seed)
     encoder = tiny_backbone(image_size=16, width=4, norm="sync_batch")
-    return methods.get(name, encoder=encoder, **TINY_CONFIGS[name])
+    return methods.get(name, encoder=encoder, run=RUN, **TINY_CONFIGS[name])
 
 
 def batches(num_batches=2, seed=0, image_size=16, sizes=None):

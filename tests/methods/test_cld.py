@@ -1,6 +1,6 @@
 """CLD: the loss against a NumPy reference, its gradients, and the +CLD presets.
 
-The shared harness (test_methods.py) runs npid_cld, moco_v2_cld and byol_cld
+The shared harness (test_method_contract.py) runs npid_cld, moco_v2_cld and byol_cld
 through fit, 1 vs 2 replicas and weight round-trips; this file checks what is
 specific to CLD, and how the registry builds it from config.
 """

@@ -15,7 +15,7 @@ from tests.methods import harness
 
 def _interclr(**overrides):
     keras.utils.set_random_seed(0)
-    config = {**harness.TINY_CONFIGS["interclr"], **overrides}
+    config = {"run": harness.RUN, **harness.TINY_CONFIGS["interclr"], **overrides}
     model = methods.get("interclr", encoder=tiny_backbone(image_size=16, width=4), **config)
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     model.optimizer.build(model.update_variables())

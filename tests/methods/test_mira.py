@@ -14,7 +14,7 @@ SIZES = (16, 16, 8)
 
 def _mira(**overrides):
     keras.utils.set_random_seed(0)
-    config = {**harness.TINY_CONFIGS["mira"], **overrides}
+    config = {"run": harness.RUN, **harness.TINY_CONFIGS["mira"], **overrides}
     model = methods.get("mira", encoder=tiny_backbone(image_size=16, width=4), **config)
     model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9))
     return model
@@ -69,7 +69,8 @@ def test_beta_follows_the_cosine_schedule():
     np.testing.assert_allclose(model.beta_at(0), 0.75, rtol=1e-6)
     np.testing.assert_allclose(model.beta_at(5), (0.75 + 2 / 3) / 2, rtol=1e-6)
     np.testing.assert_allclose(model.beta_at(10), 2 / 3, rtol=1e-6)
-    np.testing.assert_allclose(_mira(total_steps=None).beta_at(7), 0.75, rtol=1e-6)
+    # No length from the argument or the run: beta stays at its start.
+    np.testing.assert_allclose(_mira(total_steps=None, run=None).beta_at(7), 0.75, rtol=1e-6)
 
 
 def test_head_frozen_for_the_first_steps_then_trained():

@@ -15,7 +15,7 @@ SIZES = (16, 16, 8)
 
 def _swav(**overrides):
     keras.utils.set_random_seed(0)
-    config = {**harness.TINY_CONFIGS["swav"], **overrides}
+    config = {"run": harness.RUN, **harness.TINY_CONFIGS["swav"], **overrides}
     model = methods.get("swav", encoder=tiny_backbone(image_size=16, width=4), **config)
     model.compile(optimizer=keras.optimizers.SGD(0.5, momentum=0.9, weight_decay=1e-3))
     return model
