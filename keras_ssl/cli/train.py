@@ -43,6 +43,9 @@ def define_flags():
     flags.DEFINE_enum("method", None, registry.available(), "Method to train.")
     flags.DEFINE_string("data", None, "Image folder path, tfds:NAME or npz:PATH.")
     flags.DEFINE_string("preset", None, "Preset of keras_ssl.configs, e.g. cifar10_cpu_small.")
+    flags.DEFINE_boolean("smoke", False,
+                         "With --preset: its test-size recipe (tiny backbone and heads, a "
+                         "few images), to check a set-up end to end in seconds.")
     flags.DEFINE_string("backbone", "resnet18", "resnet18|resnet34|resnet50|tiny|keras:<Name>.")
     flags.DEFINE_float("width_multiplier", 1.0, "Backbone channel multiplier.")
     flags.DEFINE_boolean("zero_init_residual", False,
@@ -105,7 +108,7 @@ def apply_preset():
         return {}, {}
     from keras_ssl import configs
 
-    entry = configs.get(FLAGS.preset, FLAGS.method)
+    entry = configs.get(FLAGS.preset, FLAGS.method, smoke=FLAGS.smoke)
     for name, value in entry["flags"].items():
         if not FLAGS[name].present:
             FLAGS[name].value = value
