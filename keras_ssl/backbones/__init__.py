@@ -2,8 +2,10 @@
 
 import keras
 
-from keras_ssl.backbones.input_size import accept_any_image_size, image_input
+from keras_ssl.backbones.input_size import (MinimumImageSide, accept_any_image_size,
+                                            image_input, smallest_image_side)
 from keras_ssl.backbones.resnet import resnet
+from keras_ssl.backbones.sync_bn import SyncBatchNormalization, synchronize_batch_norm
 from keras_ssl.backbones.tiny import tiny_backbone
 
 _RESNETS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
@@ -25,7 +27,12 @@ def get(name, *, image_size=32, width_multiplier=1.0, cifar_stem=None,
         image_size: side of the square input images.
         width_multiplier: channel multiplier (ResNets and tiny only).
         cifar_stem: ResNet stem for small images; default: image_size <= 64.
-        synchronized_bn: BatchNorm over the global batch (ResNets and tiny).
+        synchronized_bn: every BatchNorm of the backbone takes its training
+            statistics over the global batch when the run has several
+            replicas (`SyncBatchNormalization`, as the official SwAV, MIRA,
+            BYOL and SimCLR codes do); with one replica the outputs are
+            exactly those of the plain backbone, and the weight names are the
+            same either way, so checkpoints load into both.
         any_image_size: the model also accepts images of other sides (input
             `[B, None, None, 3]`), as multi-crop methods need for their local
             crops; `image_size` still picks the default stem. A `.keras` file
@@ -49,12 +56,14 @@ def get(name, *, image_size=32, width_multiplier=1.0, cifar_stem=None,
                              norm="sync_batch" if synchronized_bn else "batch",
                              any_image_size=any_image_size)
     if name.startswith("keras:"):
-        return _keras_application(name[len("keras:"):], image_size, any_image_size)
+        return _keras_application(name[len("keras:"):], image_size, any_image_size,
+                                  synchronized_bn)
     raise ValueError(
         f"Unknown backbone {name!r}; valid: {', '.join(available())}.")
 
 
-def _keras_application(app_name, image_size, any_image_size=False):
+def _keras_application(app_name, image_size, any_image_size=False,
+                       synchronized_bn=False):
     application = getattr(keras.applications, app_name, None)
     if application is None or not callable(application):
         raise ValueError(f"keras.applications has no model named {app_name!r}.")
@@ -62,9 +71,18 @@ def _keras_application(app_name, image_size, any_image_size=False):
     # keras.applications models expect their own input scaling (most take
     # [0, 255] and normalise inside); ours are in [0, 1].
     # The application checks its own input too, so it gets the same shape as
-    # ours (with None sides it skips its minimum-size check; an image too
-    # small for it then fails when it arrives).
+    # ours. With None sides it skips its minimum-size check, and its padding
+    # (computed from the sides it is built for) can then shrink a small
+    # image's map to nothing: the smallest side the network as built takes
+    # is checked by a MinimumImageSide layer (keras:MobileNetV3Small: 31 px).
     trunk = application(include_top=False, weights=None, pooling="avg",
                         input_shape=tuple(images.shape[1:]))
-    features = trunk(keras.layers.Rescaling(255.0)(images))
+    if synchronized_bn:
+        trunk = synchronize_batch_norm(trunk)
+    min_side = smallest_image_side(trunk)
+    if image_size < min_side:
+        raise ValueError(f"Backbone 'keras:{app_name}' takes images of at least "
+                         f"{min_side}x{min_side} px; got image_size={image_size}.")
+    checked = MinimumImageSide(min_side, f"keras:{app_name}", name="image_side_check")(images)
+    features = trunk(keras.layers.Rescaling(255.0)(checked))
     return keras.Model(images, features, name=app_name.lower())

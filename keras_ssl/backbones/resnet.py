@@ -9,6 +9,7 @@ multiplier scales every convolution, so `width_multiplier=0.25` gives a stem of
 import keras
 
 from keras_ssl.backbones.input_size import image_input
+from keras_ssl.backbones.sync_bn import SyncBatchNormalization
 
 _BLOCKS = {
     "resnet18": ("basic", (2, 2, 2, 2)),
@@ -23,10 +24,10 @@ _BN_EPSILON = 1e-5
 
 
 def _batch_norm(name, synchronized, zero_init=False):
-    return keras.layers.BatchNormalization(
+    layer = SyncBatchNormalization if synchronized else keras.layers.BatchNormalization
+    return layer(
         momentum=_BN_MOMENTUM,
         epsilon=_BN_EPSILON,
-        synchronized=synchronized,
         gamma_initializer="zeros" if zero_init else "ones",
         name=name,
     )
@@ -96,8 +97,10 @@ def resnet(
         cifar_stem: 3x3 stride-1 convolution and no max-pool (for 32-px images)
             instead of the ImageNet 7x7 stride-2 convolution and max-pool.
         width_multiplier: scales every convolution's channels (64 -> 16 at 0.25).
-        synchronized_bn: BatchNorm statistics over the global batch (all
-            replicas) instead of each replica's own.
+        synchronized_bn: every BatchNorm takes its training statistics over
+            the global batch (all replicas) instead of each replica's own
+            (`SyncBatchNormalization`: the same variables and names, and
+            exactly the plain layers' outputs with one replica).
         any_image_size: declare the input as `[batch, None, None, 3]`, so
             images of other sizes (multi-crop's local crops) are accepted too.
             No variable depends on the spatial size, so the weights are the same.

@@ -3,6 +3,7 @@
 import keras
 
 from keras_ssl.backbones.input_size import image_input
+from keras_ssl.backbones.sync_bn import SyncBatchNormalization
 
 
 def tiny_backbone(*, image_size=32, width=8, norm="batch", name="tiny",
@@ -13,7 +14,8 @@ def tiny_backbone(*, image_size=32, width=8, norm="batch", name="tiny",
         image_size: side of the square input.
         width: channels of the first block (the second has twice as many).
         norm: "batch", "sync_batch" (statistics over all replicas, so 1 and 2
-            replicas compute the same function) or "none".
+            replicas compute the same function; `SyncBatchNormalization`) or
+            "none".
         name: model name.
         any_image_size: declare the input as `[B, None, None, 3]`, so crops of
             other sizes (multi-crop's local crops) are accepted too.
@@ -30,8 +32,9 @@ def tiny_backbone(*, image_size=32, width=8, norm="batch", name="tiny",
         x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same",
                                 use_bias=norm == "none", name=f"conv{index}")(x)
         if norm != "none":
-            x = keras.layers.BatchNormalization(
-                synchronized=norm == "sync_batch", name=f"bn{index}")(x)
+            layer = (SyncBatchNormalization if norm == "sync_batch"
+                     else keras.layers.BatchNormalization)
+            x = layer(name=f"bn{index}")(x)
         x = keras.layers.ReLU(name=f"relu{index}")(x)
     features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(images, features, name=name)
