@@ -23,7 +23,8 @@ FLAGS = flags.FLAGS
 
 # Flags copied into PretrainConfig under their own names.
 _CONFIG_FLAGS = (
-    "method", "data", "backbone", "width_multiplier", "zero_init_residual", "image_size",
+    "method", "data", "backbone", "width_multiplier", "zero_init_residual",
+    "synchronized_bn", "image_size",
     "train_per_class", "imbalance_ratio", "epochs", "global_batch_size", "optimizer",
     "learning_rate", "weight_decay", "warmup_epochs", "blur", "model_dir", "seed",
     "strategy", "cpu_replicas", "tpu", "knn_every_epochs", "knn_k", "knn_temperature",
@@ -48,6 +49,9 @@ def define_flags():
                          "few images), to check a set-up end to end in seconds.")
     flags.DEFINE_string("backbone", "resnet18", "resnet18|resnet34|resnet50|tiny|keras:<Name>.")
     flags.DEFINE_float("width_multiplier", 1.0, "Backbone channel multiplier.")
+    flags.DEFINE_boolean("synchronized_bn", False,
+                         "Backbone BatchNorm over the global batch when there are several "
+                         "replicas (SwAV, MIRA, BYOL, SimCLR presets).")
     flags.DEFINE_boolean("zero_init_residual", False,
                          "ResNets: start every residual branch at zero (last BN scale 0).")
     flags.DEFINE_integer("image_size", 32, "Side of the (square) training views.")

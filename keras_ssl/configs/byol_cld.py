@@ -36,4 +36,6 @@ RECIPES = dict(cpu_small=cpu_small, cifar10=cifar10, imagenet=imagenet, smoke=sm
 
 def get(scale, smoke=False):
     """BYOL+CLD's recipe at `scale`, or its test-size one with smoke."""
-    return common.pick(RECIPES, scale, smoke)
+    recipe = common.pick(RECIPES, scale, smoke)
+    # BYOL's code uses cross-replica BatchNorm in the whole network.
+    return recipe if smoke else common.synchronized_backbone(recipe)

@@ -66,6 +66,16 @@ def recipe(flags=None, method=None, views=None):
                 views=copy.deepcopy(dict(views or {})))
 
 
+def synchronized_backbone(recipe):
+    """`recipe` with the backbone's BatchNorm over the global batch (`synchronized_bn`).
+
+    For methods whose official code synchronises BatchNorm in the whole
+    network across devices; with one replica it changes nothing.
+    """
+    recipe["flags"]["synchronized_bn"] = True
+    return recipe
+
+
 def with_objective(base, kind, **kwargs):
     """`base` recipe with one more objective spec, `{kind: kwargs}`, in its method arguments."""
     result = recipe(**base)

@@ -56,4 +56,6 @@ RECIPES = dict(cpu_small=cpu_small, cifar10=cifar10, imagenet=imagenet, smoke=sm
 
 def get(scale, smoke=False):
     """MIRA's recipe at `scale`, or its test-size one with smoke (see `keras_ssl.configs`)."""
-    return common.pick(RECIPES, scale, smoke)
+    recipe = common.pick(RECIPES, scale, smoke)
+    # MIRA's train.py converts every BatchNorm with convert_sync_batchnorm.
+    return recipe if smoke else common.synchronized_backbone(recipe)

@@ -38,4 +38,7 @@ RECIPES = dict(cpu_small=cpu_small, cifar10=cifar10, imagenet=imagenet, smoke=sm
 
 def get(scale, smoke=False):
     """SimCLR's recipe at `scale`, or its test-size one with smoke (see `keras_ssl.configs`)."""
-    return common.pick(RECIPES, scale, smoke)
+    recipe = common.pick(RECIPES, scale, smoke)
+    # SimCLR's TF code normalises with global_bn (cross-replica BatchNorm) in
+    # the whole network.
+    return recipe if smoke else common.synchronized_backbone(recipe)

@@ -52,4 +52,6 @@ RECIPES = dict(cpu_small=cpu_small, cifar10=cifar10, imagenet=imagenet, smoke=sm
 
 def get(scale, smoke=False):
     """SwAV's recipe at `scale`, or its test-size one with smoke (see `keras_ssl.configs`)."""
-    return common.pick(RECIPES, scale, smoke)
+    recipe = common.pick(RECIPES, scale, smoke)
+    # SwAV's runs use --sync_bn (the whole network's BatchNorm synchronised).
+    return recipe if smoke else common.synchronized_backbone(recipe)

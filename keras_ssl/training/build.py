@@ -33,7 +33,8 @@ def make_views(method, *, image_size, blur, view_kwargs=None):
                               **{size_key: image_size, **(view_kwargs or {})})
 
 
-def make_backbone(method, backbone, *, image_size, width_multiplier, zero_init_residual=False):
+def make_backbone(method, backbone, *, image_size, width_multiplier, zero_init_residual=False,
+                  synchronized_bn=False):
     """The encoder a run of `method` trains (and that evaluation and export rebuild).
 
     Methods whose views come in several sizes (multi-crop: SwAV, MIRA) get a
@@ -43,12 +44,14 @@ def make_backbone(method, backbone, *, image_size, width_multiplier, zero_init_r
     return backbones.get(backbone, image_size=image_size,
                          width_multiplier=width_multiplier,
                          any_image_size=methods.METHODS[method].mixed_image_sizes,
-                         zero_init_residual=zero_init_residual)
+                         zero_init_residual=zero_init_residual,
+                         synchronized_bn=synchronized_bn)
 
 
 def build_method(strategy, *, method, backbone, image_size, width_multiplier, run,
                  optimizer, learning_rate, weight_decay, warmup_steps,
-                 method_kwargs=None, zero_init_residual=False, mixed_precision=False,
+                 method_kwargs=None, zero_init_residual=False, synchronized_bn=False,
+                 mixed_precision=False,
                  jit_compile=False):
     """The compiled method with a built optimizer, every variable created under `strategy`.
 
@@ -70,7 +73,8 @@ def build_method(strategy, *, method, backbone, image_size, width_multiplier, ru
     with strategy.scope():
         encoder = make_backbone(method, backbone, image_size=image_size,
                                 width_multiplier=width_multiplier,
-                                zero_init_residual=zero_init_residual)
+                                zero_init_residual=zero_init_residual,
+                                synchronized_bn=synchronized_bn)
         model = methods.get(method, encoder=encoder, run=run, **(method_kwargs or {}))
         opt = make_optimizer(optimizer, learning_rate=learning_rate,
                              weight_decay=weight_decay, total_steps=run.total_steps,

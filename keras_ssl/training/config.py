@@ -27,6 +27,10 @@ class PretrainConfig:
         backbone: `resnet18|resnet34|resnet50|tiny|keras:<Name>`.
         width_multiplier: backbone channel multiplier.
         zero_init_residual: ResNets start every residual branch at zero.
+        synchronized_bn: every BatchNorm of the backbone takes its statistics
+            over the global batch when the run has several replicas (the
+            presets set it where the official code syncs BN in the whole
+            network); with one replica it changes nothing.
         image_size: side of the square training views, in pixels.
         train_per_class: first N training images of each class (0: all).
         imbalance_ratio: long-tail subset with this head/tail ratio (0: balanced).
@@ -84,6 +88,7 @@ class PretrainConfig:
     backbone: str = "resnet18"
     width_multiplier: float = 1.0
     zero_init_residual: bool = False
+    synchronized_bn: bool = False
     image_size: int = 32
     train_per_class: int = 0
     imbalance_ratio: float = 0.0

@@ -92,7 +92,8 @@ def pretrain(config=None, /, **overrides):
     model = build_method(
         strategy, method=config.method, backbone=config.backbone,
         image_size=config.image_size, width_multiplier=config.width_multiplier,
-        zero_init_residual=config.zero_init_residual, method_kwargs=method_kwargs,
+        zero_init_residual=config.zero_init_residual,
+        synchronized_bn=config.synchronized_bn, method_kwargs=method_kwargs,
         run=run, optimizer=config.optimizer, learning_rate=config.learning_rate,
         weight_decay=config.weight_decay, warmup_steps=steps * config.warmup_epochs,
         mixed_precision=config.mixed_precision, jit_compile=config.jit_compile)

@@ -64,7 +64,8 @@ def restore_encoder(path):
     encoder = make_backbone(config["method"], config["backbone"],
                             image_size=config["image_size"],
                             width_multiplier=config["width_multiplier"],
-                            zero_init_residual=config.get("zero_init_residual", False))
+                            zero_init_residual=config.get("zero_init_residual", False),
+                            synchronized_bn=config.get("synchronized_bn", False))
     # The same object path as EpochCheckpoint's tf.train.Checkpoint(model=method).
     root = tf.train.Checkpoint(model=tf.train.Checkpoint(encoder=encoder))
     try:
