@@ -82,11 +82,6 @@ class Batch:
                        else tf.cast(labeled["index"], tf.int64)))
         return cls(views=views, index=index, label=label, labeled=labeled)
 
-    @property
-    def has_labels(self):
-        """Whether every row's class is known (a boolean tensor)."""
-        return tf.reduce_all(self.label >= 0)
-
 
 @dataclasses.dataclass(frozen=True)
 class StepContext:
