@@ -8,9 +8,21 @@ cross-similarity terms. Each is a *logit transform*: a pure function of a
 MoCo, SimCLR and NPID take a list of them (`logit_transforms=[...]`), so a
 variant is a keyword, not a subclass per combination.
 
+A method's loss has one `ContrastiveLogits` per *direction* (a query view
+against its positives: MoCo's symmetric loss and SimCLR have two). Most
+transforms act on each direction alone; a `joint` one (XMoCo's cross-view
+consistency) receives the tuple of all directions. `transform_directions`
+runs a list of either kind, and `directions_cross_entropy` averages the
+directions' losses.
+
 The loss of a `ContrastiveLogits` is the cross-entropy of its targets against
 the softmax of its logits over the columns its mask keeps, plus its extra
 terms (`contrastive_cross_entropy`).
+
+Transforms written as `LogitTransform` subclasses are saved with the model
+(`get_config` from their keyword arguments) and built from config specs by
+name (`keras_ssl.methods.registry.LOGIT_TRANSFORMS`); a plain function
+`f(logits, ctx)` also works where nothing is saved.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+import keras
 import tensorflow as tf
 
 
@@ -37,6 +50,10 @@ class ContrastiveLogits:
         temperature: the temperature the logits were divided by.
         index: [B] dataset indices of the queries, or None.
         extra_losses: named scalar terms added to the loss (regularisers).
+        logs: named scalar diagnostics, logged but not added to the loss.
+        direction: which of the method's directions this is (0, 1, ...), so
+            a transform that draws random numbers draws different ones for
+            each.
     """
 
     logits: tf.Tensor
@@ -48,6 +65,8 @@ class ContrastiveLogits:
     temperature: float = 1.0
     index: Optional[tf.Tensor] = None
     extra_losses: dict = dataclasses.field(default_factory=dict)
+    logs: dict = dataclasses.field(default_factory=dict)
+    direction: int = 0
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -121,8 +140,53 @@ def bank_logits(queries, bank, index, *, temperature):
                              negatives=bank, temperature=temperature, index=index)
 
 
+class LogitTransform:
+    """Base of the logit transforms that are saved with a model.
+
+    Subclasses take keyword arguments only (they are the config), implement
+    `__call__(logits, ctx)`, set `spec_name` (the key of their config spec,
+    `{"mochi": {...}}`, in `keras_ssl.methods.registry.LOGIT_TRANSFORMS`) and
+    may set:
+
+    - `joint = True` to receive the tuple of every direction's
+      `ContrastiveLogits` and return a tuple of the same length;
+    - `log_names`: the names of the extra terms and diagnostics they add,
+      which the method then tracks.
+    """
+
+    spec_name = None
+    joint = False
+    log_names = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        keras.saving.register_keras_serializable(package="keras_ssl", name=cls.__name__)(cls)
+
+    def __new__(cls, *args, **kwargs):
+        if args:
+            raise TypeError(f"{cls.__name__} takes keyword arguments only (they are its "
+                            "config).")
+        instance = super().__new__(cls)
+        instance._arguments = dict(kwargs)
+        return instance
+
+    def __call__(self, logits, ctx):
+        raise NotImplementedError
+
+    def get_config(self):
+        return dict(self._arguments)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        arguments = ", ".join(f"{key}={value!r}" for key, value in self._arguments.items())
+        return f"{type(self).__name__}({arguments})"
+
+
 def contrastive_cross_entropy(logits: ContrastiveLogits):
-    """(mean cross-entropy + extra terms, logs of the extra terms).
+    """(mean cross-entropy + extra terms, logs of the extra terms and diagnostics).
 
     Masked columns get a logit of -inf-like size and no target mass, so they
     leave both the softmax's denominator and the target.
@@ -136,14 +200,53 @@ def contrastive_cross_entropy(logits: ContrastiveLogits):
     loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(targets, scores))
     for term in logits.extra_losses.values():
         loss += term
-    return loss, dict(logits.extra_losses)
+    return loss, {**logits.logs, **logits.extra_losses}
+
+
+def _checked(result, transform):
+    if not isinstance(result, ContrastiveLogits):
+        raise TypeError(f"The logit transform {transform!r} must return "
+                        f"ContrastiveLogits, got {type(result).__name__}.")
+    return result
 
 
 def apply_transforms(logits: ContrastiveLogits, transforms, ctx):
-    """Runs each transform in order: `transform(logits, ctx) -> ContrastiveLogits`."""
+    """Runs each transform in order on one direction: `transform(logits, ctx)`."""
+    return transform_directions((logits,), transforms, ctx)[0]
+
+
+def transform_directions(directions, transforms, ctx):
+    """Runs each transform in order on every direction (a tuple of `ContrastiveLogits`).
+
+    A transform with `joint = True` gets the whole tuple and returns one of
+    the same length; any other is applied to each direction alone.
+    """
+    directions = tuple(directions)
     for transform in transforms:
-        logits = transform(logits, ctx)
-        if not isinstance(logits, ContrastiveLogits):
-            raise TypeError(f"The logit transform {transform!r} must return "
-                            f"ContrastiveLogits, got {type(logits).__name__}.")
-    return logits
+        if getattr(transform, "joint", False):
+            result = transform(directions, ctx)
+            if not isinstance(result, (tuple, list)) or len(result) != len(directions):
+                raise TypeError(f"The joint logit transform {transform!r} must return a "
+                                f"tuple of {len(directions)} ContrastiveLogits.")
+            directions = tuple(_checked(item, transform) for item in result)
+        else:
+            directions = tuple(_checked(transform(item, ctx), transform)
+                               for item in directions)
+    return directions
+
+
+def directions_cross_entropy(directions):
+    """(loss, logs) averaged over directions: each one's cross-entropy and extra terms.
+
+    A joint transform that computes one term for all directions puts it in
+    every direction, so the average counts it once.
+    """
+    losses, logs = [], {}
+    for item in directions:
+        loss, item_logs = contrastive_cross_entropy(item)
+        losses.append(loss)
+        for name, value in item_logs.items():
+            logs.setdefault(name, []).append(value)
+    count = float(len(losses))
+    return (tf.add_n(losses) / count,
+            {name: tf.add_n(values) / float(len(values)) for name, values in logs.items()})

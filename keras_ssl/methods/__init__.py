@@ -12,7 +12,8 @@ from keras_ssl.methods.moco import MoCo
 from keras_ssl.methods.momentum import MomentumMethod
 from keras_ssl.methods.msf import MSF
 from keras_ssl.methods.npid import NPID
-from keras_ssl.methods.registry import (METHODS, OBJECTIVES, PRESETS, available, base_name,
+from keras_ssl.methods.registry import (LOGIT_TRANSFORMS, METHODS, OBJECTIVES, PRESETS,
+                                        available, base_name, make_logit_transforms,
                                         get, make_objectives, method_class)
 from keras_ssl.methods.simclr import SimCLR
 from keras_ssl.methods.swav import SwAV

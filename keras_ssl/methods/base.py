@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from keras_ssl import distribute
 from keras_ssl.backbones import accept_any_image_size
+from keras_ssl.losses.logit_transforms import LogitTransform
 from keras_ssl.methods.contract import Batch, RunContext, StepContext
 from keras_ssl.objectives.probe import OnlineLinearProbe
 
@@ -235,7 +236,8 @@ class Method(keras.Model):
 
 
 def _serialize(value):
-    if isinstance(value, (keras.layers.Layer, keras.initializers.Initializer)):
+    if isinstance(value, (keras.layers.Layer, keras.initializers.Initializer,
+                          LogitTransform)):
         return {"__keras__": keras.saving.serialize_keras_object(value)}
     if isinstance(value, np.ndarray):
         return {"__array__": value.tolist(), "dtype": str(value.dtype)}

@@ -4,8 +4,8 @@ import tensorflow as tf
 
 from keras_ssl.layers import IndexedBank, mlp_head
 from keras_ssl.losses import non_parametric_softmax_loss
-from keras_ssl.losses.logit_transforms import (apply_transforms, bank_logits,
-                                               contrastive_cross_entropy)
+from keras_ssl.losses.logit_transforms import (bank_logits, directions_cross_entropy,
+                                               transform_directions)
 from keras_ssl.methods.base import Method
 from keras_ssl.methods.outputs import ContrastiveOutputs
 
@@ -62,14 +62,11 @@ class NPID(Method):
                                                   temperature=self.temperature)
                       for q in outputs.queries]
             return tf.add_n(losses) / len(losses), {}
-        losses, logs = [], {}
-        for q in outputs.queries:
-            logits = apply_transforms(
-                bank_logits(q, bank, outputs.index, temperature=self.temperature),
-                self.logit_transforms, ctx)
-            loss, logs = contrastive_cross_entropy(logits)
-            losses.append(loss)
-        return tf.add_n(losses) / len(losses), logs
+        directions = tuple(
+            bank_logits(q, bank, outputs.index, temperature=self.temperature).replace(direction=i)
+            for i, q in enumerate(outputs.queries))
+        return directions_cross_entropy(
+            transform_directions(directions, self.logit_transforms, ctx))
 
     def after_apply(self, outputs, ctx):
         # The bank gathers every replica's rows, so all replicas write the same.

@@ -5,8 +5,8 @@ import tensorflow as tf
 from keras_ssl import distribute
 from keras_ssl.layers import mlp_head
 from keras_ssl.losses import nt_xent_loss
-from keras_ssl.losses.logit_transforms import (apply_transforms, batch_logits,
-                                               contrastive_cross_entropy)
+from keras_ssl.losses.logit_transforms import (batch_logits, directions_cross_entropy,
+                                               transform_directions)
 from keras_ssl.methods.base import Method
 from keras_ssl.methods.outputs import ContrastiveOutputs
 
@@ -59,13 +59,10 @@ class SimCLR(Method):
             return nt_xent_loss(a, b, global_a, global_b, offset,
                                 temperature=self.temperature), {}
         # The same two directions as NT-Xent, each through the transforms.
-        losses, logs = [], {}
-        for anchors, same_view, other_view in ((a, global_a, global_b),
-                                               (b, global_b, global_a)):
-            logits = apply_transforms(
-                batch_logits(anchors, same_view, other_view, offset,
-                             temperature=self.temperature, index=outputs.index),
-                self.logit_transforms, ctx)
-            loss, logs = contrastive_cross_entropy(logits)
-            losses.append(loss)
-        return (losses[0] + losses[1]) / 2.0, logs
+        directions = tuple(
+            batch_logits(anchors, same_view, other_view, offset, temperature=self.temperature,
+                         index=outputs.index).replace(direction=i)
+            for i, (anchors, same_view, other_view) in enumerate(
+                ((a, global_a, global_b), (b, global_b, global_a))))
+        return directions_cross_entropy(
+            transform_directions(directions, self.logit_transforms, ctx))
