@@ -77,8 +77,16 @@ def moco_v2_views(
     num_views=2,
     erasing_probability=0.0,
     erasing_value=0.0,
+    weak_key=False,
 ):
     """MoCo v2 ("aug+"): crop (0.2, 1), jitter 0.4/0.4/0.4/0.1, gray, blur, flip.
+
+    ``weak_key=True`` makes view 1 (MoCo's key) *weak*: the same crop and
+    flip settings with no colour op, blur or erasing; the other views stay
+    strong. ASCL's CIFAR code does this (`TwoCrop(weak, strong)` returns
+    (strong, weak): the query sees the strong view, the key the weak one;
+    MrChenFeng/ASCL_ICPR2022 `dataloader.py`); MSF's pair is the same
+    (`msf_views`).
 
     ``erasing_probability`` appends torchvision's `RandomErasing` (default
     area 0.02-0.33, height/width 0.3-3.3) to every view, after the colour ops;
@@ -104,7 +112,18 @@ def moco_v2_views(
         erasing_probability=erasing_probability,
         erasing_value=erasing_value,
     )
-    return ViewRecipe((view,) * num_views)
+    views = [view] * num_views
+    if weak_key:
+        if num_views < 2:
+            raise ValueError(f"weak_key makes view 1 weak; num_views={num_views} has none.")
+        views[1] = _weak_view(image_size, crop_scale, flip_probability)
+    return ViewRecipe(tuple(views))
+
+
+def _weak_view(image_size, crop_scale, flip_probability):
+    """A random resized crop and a flip, nothing else (the weak view of MSF and ASCL)."""
+    return ViewConfig(size=image_size, crop_scale=crop_scale,
+                      flip_probability=flip_probability, jitter_probability=0.0)
 
 
 def npid_views(
@@ -286,8 +305,7 @@ def msf_views(
     """
     strong = moco_v2_views(image_size, blur=blur, crop_scale=crop_scale,
                            flip_probability=flip_probability).views[0]
-    weak = ViewConfig(size=image_size, crop_scale=crop_scale,
-                      flip_probability=flip_probability, jitter_probability=0.0)
+    weak = _weak_view(image_size, crop_scale, flip_probability)
     return ViewRecipe((strong, weak if weak_strong else strong))
 
 

@@ -4,7 +4,9 @@ import keras
 
 from keras_ssl.backbones.input_size import (MinimumImageSide, accept_any_image_size,
                                             image_input, smallest_image_side)
-from keras_ssl.backbones.resnet import resnet
+from keras_ssl.backbones.resnet import batch_norm_factory, resnet
+from keras_ssl.backbones.split_bn import (SplitBatchNormalization, has_split_batch_norm,
+                                          split_batch_norm_layers)
 from keras_ssl.backbones.sync_bn import SyncBatchNormalization, synchronize_batch_norm
 from keras_ssl.backbones.tiny import tiny_backbone
 
@@ -17,7 +19,8 @@ def available():
 
 
 def get(name, *, image_size=32, width_multiplier=1.0, cifar_stem=None,
-        synchronized_bn=False, any_image_size=False, zero_init_residual=False):
+        synchronized_bn=False, split_batch_norm=0, any_image_size=False,
+        zero_init_residual=False):
     """Builds a backbone by name: images in [0, 1] -> pooled features.
 
     Args:
@@ -33,6 +36,14 @@ def get(name, *, image_size=32, width_multiplier=1.0, cifar_stem=None,
             BYOL and SimCLR codes do); with one replica the outputs are
             exactly those of the plain backbone, and the weight names are the
             same either way, so checkpoints load into both.
+        split_batch_norm: S > 0: every BatchNorm of the backbone normalises
+            each of S sub-batches of the global batch (consecutive rows) with
+            its own statistics in training (`SplitBatchNormalization`, the
+            single-GPU stand-in for shuffled BatchNorm in MoCo's and ASCL's
+            CIFAR code); with R replicas each holds S / R of them, so S must
+            be divisible by R and the local batch by S / R. Inference uses
+            the moving statistics as usual, and the weight names are those of
+            the plain backbone. Excludes `synchronized_bn`; 0: off.
         any_image_size: the model also accepts images of other sides (input
             `[B, None, None, 3]`), as multi-crop methods need for their local
             crops; `image_size` still picks the default stem. A `.keras` file
@@ -40,6 +51,7 @@ def get(name, *, image_size=32, width_multiplier=1.0, cifar_stem=None,
         zero_init_residual: ResNets only: each residual branch starts at
             zero (its last BatchNorm scale is 0), as torchvision's option.
     """
+    batch_norm_factory(synchronized_bn, split_batch_norm)  # checks the two options
     if zero_init_residual and name not in _RESNETS:
         raise ValueError(f"zero_init_residual is a ResNet option; backbone {name!r} "
                          "has no residual branches to zero.")
@@ -48,22 +60,24 @@ def get(name, *, image_size=32, width_multiplier=1.0, cifar_stem=None,
             cifar_stem = image_size <= 64
         return resnet(_RESNETS[name], image_size=image_size, cifar_stem=cifar_stem,
                       width_multiplier=width_multiplier,
-                      synchronized_bn=synchronized_bn, any_image_size=any_image_size,
-                      zero_init_residual=zero_init_residual)
+                      synchronized_bn=synchronized_bn, split_batch_norm=split_batch_norm,
+                      any_image_size=any_image_size, zero_init_residual=zero_init_residual)
     if name == "tiny":
+        norm = ("split_batch" if split_batch_norm
+                else "sync_batch" if synchronized_bn else "batch")
         return tiny_backbone(image_size=image_size,
                              width=max(1, int(round(8 * width_multiplier))),
-                             norm="sync_batch" if synchronized_bn else "batch",
+                             norm=norm, num_splits=split_batch_norm or 8,
                              any_image_size=any_image_size)
     if name.startswith("keras:"):
         return _keras_application(name[len("keras:"):], image_size, any_image_size,
-                                  synchronized_bn)
+                                  synchronized_bn, split_batch_norm)
     raise ValueError(
         f"Unknown backbone {name!r}; valid: {', '.join(available())}.")
 
 
 def _keras_application(app_name, image_size, any_image_size=False,
-                       synchronized_bn=False):
+                       synchronized_bn=False, split_batch_norm=0):
     application = getattr(keras.applications, app_name, None)
     if application is None or not callable(application):
         raise ValueError(f"keras.applications has no model named {app_name!r}.")
@@ -79,6 +93,8 @@ def _keras_application(app_name, image_size, any_image_size=False,
                         input_shape=tuple(images.shape[1:]))
     if synchronized_bn:
         trunk = synchronize_batch_norm(trunk)
+    if split_batch_norm:
+        trunk = split_batch_norm_layers(trunk, split_batch_norm)
     min_side = smallest_image_side(trunk)
     if image_size < min_side:
         raise ValueError(f"Backbone 'keras:{app_name}' takes images of at least "

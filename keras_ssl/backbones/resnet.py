@@ -9,6 +9,7 @@ multiplier scales every convolution, so `width_multiplier=0.25` gives a stem of
 import keras
 
 from keras_ssl.backbones.input_size import image_input
+from keras_ssl.backbones.split_bn import SplitBatchNormalization
 from keras_ssl.backbones.sync_bn import SyncBatchNormalization
 
 _BLOCKS = {
@@ -23,14 +24,33 @@ _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
 
 
-def _batch_norm(name, synchronized, zero_init=False):
-    layer = SyncBatchNormalization if synchronized else keras.layers.BatchNormalization
-    return layer(
-        momentum=_BN_MOMENTUM,
-        epsilon=_BN_EPSILON,
-        gamma_initializer="zeros" if zero_init else "ones",
-        name=name,
-    )
+def batch_norm_factory(synchronized_bn=False, split_batch_norm=0):
+    """`make(name, zero_init=False)`: the backbone's BatchNorm layer for its options.
+
+    Plain `keras.layers.BatchNormalization`, `SyncBatchNormalization`
+    (`synchronized_bn`) or `SplitBatchNormalization` over S sub-batches
+    (`split_batch_norm=S`); the two options exclude each other. Every kind
+    has the same variables under the same names.
+    """
+    if isinstance(split_batch_norm, bool) or not isinstance(split_batch_norm, int) \
+            or split_batch_norm < 0:
+        raise ValueError(f"split_batch_norm must be an int >= 0 (0: off); got "
+                         f"{split_batch_norm!r}.")
+    if split_batch_norm and synchronized_bn:
+        raise ValueError("synchronized_bn (statistics over the global batch) and "
+                         f"split_batch_norm={split_batch_norm} (statistics per sub-batch) "
+                         "exclude each other; set one.")
+
+    def make(name, zero_init=False):
+        kwargs = dict(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON,
+                      gamma_initializer="zeros" if zero_init else "ones", name=name)
+        if split_batch_norm:
+            return SplitBatchNormalization(num_splits=split_batch_norm, **kwargs)
+        if synchronized_bn:
+            return SyncBatchNormalization(**kwargs)
+        return keras.layers.BatchNormalization(**kwargs)
+
+    return make
 
 
 def _conv(filters, kernel_size, strides, name):
@@ -45,34 +65,34 @@ def _conv(filters, kernel_size, strides, name):
     )
 
 
-def _basic_block(x, filters, strides, name, synchronized, zero_init_residual):
+def _basic_block(x, filters, strides, name, norm, zero_init_residual):
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _conv(filters, 1, strides, f"{name}_proj_conv")(x)
-        shortcut = _batch_norm(f"{name}_proj_bn", synchronized)(shortcut)
+        shortcut = norm(f"{name}_proj_bn")(shortcut)
     y = _conv(filters, 3, strides, f"{name}_conv1")(x)
-    y = _batch_norm(f"{name}_bn1", synchronized)(y)
+    y = norm(f"{name}_bn1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = _conv(filters, 3, 1, f"{name}_conv2")(y)
-    y = _batch_norm(f"{name}_bn2", synchronized, zero_init_residual)(y)
+    y = norm(f"{name}_bn2", zero_init_residual)(y)
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def _bottleneck_block(x, filters, strides, name, synchronized, zero_init_residual):
+def _bottleneck_block(x, filters, strides, name, norm, zero_init_residual):
     expanded = 4 * filters
     shortcut = x
     if strides != 1 or x.shape[-1] != expanded:
         shortcut = _conv(expanded, 1, strides, f"{name}_proj_conv")(x)
-        shortcut = _batch_norm(f"{name}_proj_bn", synchronized)(shortcut)
+        shortcut = norm(f"{name}_proj_bn")(shortcut)
     y = _conv(filters, 1, 1, f"{name}_conv1")(x)
-    y = _batch_norm(f"{name}_bn1", synchronized)(y)
+    y = norm(f"{name}_bn1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = _conv(filters, 3, strides, f"{name}_conv2")(y)
-    y = _batch_norm(f"{name}_bn2", synchronized)(y)
+    y = norm(f"{name}_bn2")(y)
     y = keras.layers.ReLU(name=f"{name}_relu2")(y)
     y = _conv(expanded, 1, 1, f"{name}_conv3")(y)
-    y = _batch_norm(f"{name}_bn3", synchronized, zero_init_residual)(y)
+    y = norm(f"{name}_bn3", zero_init_residual)(y)
     y = keras.layers.Add(name=f"{name}_add")([shortcut, y])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
@@ -84,6 +104,7 @@ def resnet(
     cifar_stem=True,
     width_multiplier=1.0,
     synchronized_bn=False,
+    split_batch_norm=0,
     any_image_size=False,
     zero_init_residual=False,
     name=None,
@@ -101,6 +122,11 @@ def resnet(
             the global batch (all replicas) instead of each replica's own
             (`SyncBatchNormalization`: the same variables and names, and
             exactly the plain layers' outputs with one replica).
+        split_batch_norm: S > 0 makes every BatchNorm a
+            `SplitBatchNormalization` over S sub-batches of the global batch
+            (the single-GPU stand-in for shuffled BatchNorm of MoCo's and
+            ASCL's CIFAR code); the same variables and names. Excludes
+            `synchronized_bn`.
         any_image_size: declare the input as `[batch, None, None, 3]`, so
             images of other sizes (multi-crop's local crops) are accepted too.
             No variable depends on the spatial size, so the weights are the same.
@@ -123,6 +149,7 @@ def resnet(
     key = f"resnet{depth}"
     if key not in _BLOCKS:
         raise ValueError(f"ResNet depth must be one of 18, 34, 50; got {depth}.")
+    norm = batch_norm_factory(synchronized_bn, split_batch_norm)
     kind, repeats = _BLOCKS[key]
     block = _basic_block if kind == "basic" else _bottleneck_block
     stem_width = max(1, int(round(64 * width_multiplier)))
@@ -136,11 +163,11 @@ def resnet(
     )(images)
     if cifar_stem:
         x = _conv(stem_width, 3, 1, "stem_conv")(x)
-        x = _batch_norm("stem_bn", synchronized_bn)(x)
+        x = norm("stem_bn")(x)
         x = keras.layers.ReLU(name="stem_relu")(x)
     else:
         x = _conv(stem_width, 7, 2, "stem_conv")(x)
-        x = _batch_norm("stem_bn", synchronized_bn)(x)
+        x = norm("stem_bn")(x)
         x = keras.layers.ReLU(name="stem_relu")(x)
         x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
     for stage, count in enumerate(repeats):
@@ -148,6 +175,6 @@ def resnet(
         for index in range(count):
             strides = 2 if (index == 0 and stage > 0) else 1
             x = block(x, filters, strides, f"stage{stage + 1}_block{index + 1}",
-                      synchronized_bn, zero_init_residual)
+                      norm, zero_init_residual)
     features = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(images, features, name=name or key)

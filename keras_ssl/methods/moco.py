@@ -3,10 +3,11 @@
 import tensorflow as tf
 
 from keras_ssl import distribute
+from keras_ssl.backbones import has_split_batch_norm
 from keras_ssl.layers import RingQueue, mlp_head
 from keras_ssl.losses import info_nce_loss
-from keras_ssl.losses.logit_transforms import (apply_transforms,
-                                               contrastive_cross_entropy, queue_logits)
+from keras_ssl.losses.logit_transforms import (directions_cross_entropy, queue_logits,
+                                               transform_directions)
 from keras_ssl.methods.momentum import MomentumMethod
 from keras_ssl.methods.outputs import ContrastiveOutputs
 from keras_ssl.objectives.cld import normalized_head
@@ -84,7 +85,12 @@ class MoCo(MomentumMethod):
         """Key projections, with MoCo's shuffled BatchNorm across replicas."""
         training = ctx.training
         local_batch = tf.shape(images)[0]
-        shuffle = self.shuffle_bn and distribute.num_replicas() > 1
+        # One replica's BatchNorm sees the whole batch, whatever its order,
+        # unless it is split into sub-batches: then the shuffle keeps a key
+        # out of its query's sub-batch, as the official single-GPU codes
+        # shuffle before their SplitBatchNorm (`_batch_shuffle_single_gpu`).
+        shuffle = self.shuffle_bn and (distribute.num_replicas() > 1
+                                       or has_split_batch_norm(self.key_encoder))
         if shuffle:
             all_images = distribute.all_gather(images)
             # Every replica draws the same permutation: the seed depends only
@@ -129,14 +135,12 @@ class MoCo(MomentumMethod):
             losses = [info_nce_loss(q, k, queue, temperature=self.temperature)
                       for q, k in zip(outputs.queries, outputs.keys)]
             return tf.add_n(losses) / len(losses), {}
-        losses, logs = [], {}
-        for q, k in zip(outputs.queries, outputs.keys):
-            logits = apply_transforms(
-                queue_logits(q, k, queue, temperature=self.temperature,
-                             index=outputs.index), self.logit_transforms, ctx)
-            loss, logs = contrastive_cross_entropy(logits)
-            losses.append(loss)
-        return tf.add_n(losses) / len(losses), logs
+        directions = tuple(
+            queue_logits(q, k, queue, temperature=self.temperature,
+                         index=outputs.index).replace(direction=i)
+            for i, (q, k) in enumerate(zip(outputs.queries, outputs.keys)))
+        return directions_cross_entropy(
+            transform_directions(directions, self.logit_transforms, ctx))
 
     def after_apply(self, outputs, ctx):
         super().after_apply(outputs, ctx)  # the key encoder, for the next step

@@ -31,6 +31,13 @@ class PretrainConfig:
             over the global batch when the run has several replicas (the
             presets set it where the official code syncs BN in the whole
             network); with one replica it changes nothing.
+        split_batch_norm: S > 0: every BatchNorm of the backbone normalises
+            S sub-batches of the global batch separately in training
+            (`keras_ssl.backbones.SplitBatchNormalization`, the single-GPU
+            stand-in for shuffled BatchNorm of ASCL's and MoCo's CIFAR code);
+            S must divide among the replicas and the batch among S. Excludes
+            synchronized_bn; 0: off. Evaluation and export rebuild the
+            encoder with plain BatchNorm (the same weights).
         image_size: side of the square training views, in pixels.
         train_per_class: first N training images of each class (0: all).
         imbalance_ratio: long-tail subset with this head/tail ratio (0: balanced).
@@ -89,6 +96,7 @@ class PretrainConfig:
     width_multiplier: float = 1.0
     zero_init_residual: bool = False
     synchronized_bn: bool = False
+    split_batch_norm: int = 0
     image_size: int = 32
     train_per_class: int = 0
     imbalance_ratio: float = 0.0

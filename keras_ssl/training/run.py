@@ -93,7 +93,8 @@ def pretrain(config=None, /, **overrides):
         strategy, method=config.method, backbone=config.backbone,
         image_size=config.image_size, width_multiplier=config.width_multiplier,
         zero_init_residual=config.zero_init_residual,
-        synchronized_bn=config.synchronized_bn, method_kwargs=method_kwargs,
+        synchronized_bn=config.synchronized_bn, split_batch_norm=config.split_batch_norm,
+        method_kwargs=method_kwargs,
         run=run, optimizer=config.optimizer, learning_rate=config.learning_rate,
         weight_decay=config.weight_decay, warmup_steps=steps * config.warmup_epochs,
         mixed_precision=config.mixed_precision, jit_compile=config.jit_compile)

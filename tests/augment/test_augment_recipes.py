@@ -210,3 +210,27 @@ def test_recipe_in_dataset_with_per_batch_seeds():
     # Same recipe, same seed: the dataset reproduces the direct call.
     direct = recipe(_uint8_images(batch_size=8, size=16)[4:], tf.constant([7, 1]))
     np.testing.assert_allclose(batches[1][1], direct[1], atol=1e-6)
+
+
+def test_moco_views_with_a_weak_key():
+    # ASCL's pair: view 0 (query) MoCo v2's strong view, view 1 (key) only
+    # cropped and flipped, as MSF's weak view.
+    strong = recipes.moco_v2_views(32, blur=False)
+    weak_key = recipes.moco_v2_views(32, blur=False, weak_key=True)
+    assert weak_key.views[0] == strong.views[0]
+    assert weak_key.views[1] == recipes.msf_views(32, blur=False).views[1]
+    assert weak_key.views[1].crop_scale == (0.2, 1.0)
+    assert (weak_key.views[1].jitter_probability, weak_key.views[1].grayscale_probability,
+            weak_key.views[1].blur_probability) == (0.0, 0.0, 0.0)
+    three = recipes.moco_v2_views(32, num_views=3, weak_key=True).views
+    assert three[0] == three[2] != three[1]
+    # On images of one colour a crop and flip change nothing, colour ops do.
+    colours = np.random.default_rng(3).integers(0, 256, (16, 1, 1, 3), dtype=np.uint8)
+    flat = np.broadcast_to(colours, (16, 32, 32, 3)).copy()
+    views = assert_modes_agree(weak_key, flat, seed())
+    np.testing.assert_allclose(views[1], np.broadcast_to(colours / 255.0, flat.shape),
+                               atol=1e-5)
+    changed = np.abs(np.asarray(views[0]) - colours / 255.0).max(axis=(1, 2, 3)) > 1e-3
+    assert changed.sum() >= 8
+    with pytest.raises(ValueError, match="weak_key"):
+        recipes.moco_v2_views(32, num_views=1, weak_key=True)
