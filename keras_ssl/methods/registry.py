@@ -11,7 +11,7 @@ Config values are plain data, so objectives in a config are specs,
 feature width (their `input_dim`); layers given directly are kept as they are.
 """
 
-from keras_ssl.methods import cld
+from keras_ssl.methods import ascl, cld, mochi, xmoco
 from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.cmsf import CMSF, SupervisedCMSF
 from keras_ssl.methods.interclr import InterCLR
@@ -34,18 +34,29 @@ METHODS = {
     "cmsf": CMSF,
     "cmsf_supervised": SupervisedCMSF,
     "interclr": InterCLR,
-    # Presets: the base's class; `PRESETS[name]` adds the default arguments.
-    "npid_cld": NPID,
-    "moco_v2_cld": MoCo,
-    "byol_cld": BYOL,
 }
 
-# Registry name -> preset (`.base`, `.arguments(kwargs)`) for the names above
-# that are presets of another entry.
-PRESETS = dict(cld.PRESETS)
+# Registry name -> preset (`.base`, `.arguments(kwargs)`): a base method above
+# with default arguments (a CLD objective, a logit transform). One line each.
+PRESETS = {
+    **cld.PRESETS,  # npid_cld, moco_v2_cld, byol_cld
+    "mochi": mochi.PRESET,
+    "ascl": ascl.PRESET,
+    "xmoco": xmoco.PRESET,
+}
+# A preset's entry in METHODS is its base's class.
+METHODS.update({name: METHODS[preset.base] for name, preset in PRESETS.items()})
 
 # Objective specs a config may name, and the layer each builds.
 OBJECTIVES = {"cld": CLD}
+
+# Logit-transform specs a config may name (`{"mochi": {...}}`), and the
+# transform each builds (`keras_ssl.losses.logit_transforms.LogitTransform`).
+LOGIT_TRANSFORMS = {
+    "mochi": mochi.HardNegativeMixing,
+    "ascl": ascl.SoftNeighbourTargets,
+    "xmoco": xmoco.CrossSimilarityConsistency,
+}
 
 
 def available():
@@ -79,28 +90,38 @@ def make_objectives(specs, feature_dim):
     >>> [layer.num_groups for layer in make_objectives([{"cld": {"num_groups": 3}}], 8)]
     [3]
     """
-    objectives = []
-    for spec in specs:
-        if not isinstance(spec, dict):
-            objectives.append(spec)
-            continue
-        if len(spec) != 1 or next(iter(spec)) not in OBJECTIVES:
-            raise ValueError(f"An objective spec is a dict with one key, one of "
-                             f"{', '.join(sorted(OBJECTIVES))}, and its keyword arguments; "
-                             f"got {spec!r}.")
-        (kind, kwargs), = spec.items()
-        kwargs = dict(kwargs or {})
-        kwargs.setdefault("input_dim", feature_dim)
-        objectives.append(OBJECTIVES[kind](**kwargs))
-    return objectives
+    return [_build_spec(spec, OBJECTIVES, "An objective", input_dim=feature_dim)
+            for spec in specs]
+
+
+def make_logit_transforms(specs):
+    """Logit transforms from `specs`, each a transform (kept) or a one-key dict `{kind: kwargs}`."""
+    return [_build_spec(spec, LOGIT_TRANSFORMS, "A logit-transform") for spec in specs]
+
+
+def _build_spec(spec, table, what, **defaults):
+    """`spec` itself unless it is a one-key dict `{kind: kwargs}`: then `table[kind](**kwargs)`.
+
+    `defaults` fill keyword arguments the spec leaves out.
+    """
+    if not isinstance(spec, dict):
+        return spec
+    if len(spec) != 1 or next(iter(spec)) not in table:
+        raise ValueError(f"{what} spec is a dict with one key, one of "
+                         f"{', '.join(sorted(table))}, and its keyword arguments; "
+                         f"got {spec!r}.")
+    (kind, kwargs), = spec.items()
+    return table[kind](**{**defaults, **dict(kwargs or {})})
 
 
 def get(name, **kwargs):
     """Builds method `name` with constructor keyword arguments `kwargs`.
 
-    For a preset (`npid_cld`, `moco_v2_cld`, `byol_cld`) the preset's
-    defaults fill in what `kwargs` leaves out (`keras_ssl.methods.cld`).
-    Objective specs in `objectives` are built for the encoder's width.
+    For a preset (`npid_cld`, `moco_v2_cld`, `byol_cld`; `mochi`, `ascl`,
+    `xmoco`) the preset's defaults fill in what `kwargs` leaves out
+    (`keras_ssl.methods.cld`, `keras_ssl.methods.transform_preset`).
+    Objective specs in `objectives` are built for the encoder's width, and
+    logit-transform specs in `logit_transforms` as `LOGIT_TRANSFORMS` says.
 
     Example:
     >>> from keras_ssl.backbones import tiny_backbone
@@ -121,4 +142,6 @@ def get(name, **kwargs):
             raise ValueError("Objectives given as specs are built for the encoder's width: "
                              "pass encoder= as a keyword.")
         kwargs["objectives"] = make_objectives(specs, int(encoder.output_shape[-1]))
+    if kwargs.get("logit_transforms"):
+        kwargs["logit_transforms"] = make_logit_transforms(kwargs["logit_transforms"])
     return klass(**kwargs)

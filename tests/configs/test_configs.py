@@ -9,6 +9,8 @@ import pytest
 from keras_ssl import augment, configs, methods
 from keras_ssl.backbones import tiny_backbone
 from keras_ssl.methods import RunContext
+from keras_ssl.methods.cld import CLDPreset
+from keras_ssl.methods.transform_preset import TransformPreset
 from keras_ssl.objectives import CLD
 from keras_ssl.training import PretrainConfig
 
@@ -100,7 +102,17 @@ def test_smoke_recipe_builds_its_method(name):
     assert model.name == name
 
 
-@pytest.mark.parametrize("name", sorted(methods.PRESETS))
+CLD_PRESETS = sorted(name for name, preset in methods.PRESETS.items()
+                     if isinstance(preset, CLDPreset))
+TRANSFORM_PRESETS = sorted(name for name, preset in methods.PRESETS.items()
+                           if isinstance(preset, TransformPreset))
+
+
+def test_every_preset_is_of_a_known_kind():
+    assert sorted(CLD_PRESETS + TRANSFORM_PRESETS) == sorted(methods.PRESETS)
+
+
+@pytest.mark.parametrize("name", CLD_PRESETS)
 def test_cld_presets_build_their_base_class_with_a_cld_objective(name):
     encoder = tiny_backbone(image_size=16, width=4, norm="sync_batch")
     model = methods.get(name, encoder=encoder, run=RUN,
@@ -110,7 +122,7 @@ def test_cld_presets_build_their_base_class_with_a_cld_objective(name):
     assert (cld.input_dim, cld.num_groups, cld.group_dim) == (8, 3, 8)
 
 
-@pytest.mark.parametrize("name", sorted(methods.PRESETS))
+@pytest.mark.parametrize("name", CLD_PRESETS)
 @pytest.mark.parametrize("scale", SCALES)
 def test_cld_recipes_spell_out_the_preset(name, scale):
     # The recipe names every argument the preset would change, so the base's
@@ -125,6 +137,24 @@ def test_cld_recipes_spell_out_the_preset(name, scale):
     for key, value in completed.items():
         if key != "objectives":
             assert value == config.get(key, defaults[key]), key
+
+
+@pytest.mark.parametrize("name", TRANSFORM_PRESETS)
+def test_transform_presets_build_their_base_class_with_their_transform(name):
+    preset = methods.PRESETS[name]
+    encoder = tiny_backbone(image_size=16, width=4, norm="sync_batch")
+    model = methods.get(name, encoder=encoder, run=RUN,
+                        **configs.get("cpu_small", name, smoke=True)["method"])
+    assert type(model) is methods.METHODS[preset.base]
+    assert [type(t) for t in model.logit_transforms] == [preset.transform]
+
+
+@pytest.mark.parametrize("name", TRANSFORM_PRESETS)
+@pytest.mark.parametrize("scale", SCALES)
+def test_transform_recipes_spell_out_the_preset(name, scale):
+    # As for CLD: the base's registry name builds the same method from the recipe.
+    config = configs.get(scale, name)["method"]
+    assert methods.PRESETS[name].arguments(config) == config
 
 
 def test_preset_names_and_scales_agree():
