@@ -17,7 +17,8 @@ import sys
 import keras_ssl  # noqa: F401  (sets TensorFlow's environment first)
 from absl import app, flags, logging
 
-from keras_ssl.cli.common import json_main, program_name
+from keras_ssl.cli.common import (check_checkpoint_path, check_data_spec, json_main,
+                                  program_name)
 
 PROTOCOLS = ("knn", "linear", "semi", "cluster")
 LINEAR_METHODS = ("sgd", "lbfgs")
@@ -101,7 +102,7 @@ def fraction_key(fraction):
 
 
 def check_flags():
-    """Validates flags absl cannot; returns the protocols to run."""
+    """Validates flags absl cannot, without TensorFlow; returns the protocols to run."""
     if bool(FLAGS.checkpoint) == bool(FLAGS.saved_model):
         raise ValueError("Give exactly one of --checkpoint=MODEL_DIR_OR_CKPT and "
                          "--saved_model=PATH.")
@@ -117,13 +118,13 @@ def check_flags():
     if "semi" in protocols:
         parse_fractions(FLAGS.label_fractions)
     if FLAGS.checkpoint:
-        from keras_ssl.training import check_checkpoint_path
         check_checkpoint_path(FLAGS.checkpoint)
     elif not os.path.exists(os.path.join(os.path.expanduser(FLAGS.saved_model),
                                          "saved_model.pb")):
         raise FileNotFoundError(f"--saved_model={FLAGS.saved_model}: no saved_model.pb there; "
                                 "pass the saved_model folder export.py or train.py "
                                 "--export_dir wrote.")
+    check_data_spec(FLAGS.data)
     return protocols
 
 
@@ -164,8 +165,8 @@ def load_data(image_size):
 
 def evaluate():
     protocols = check_flags()
-    # Flags are checked before TensorFlow is imported (all but the checkpoint
-    # path, which keras_ssl.training checks), so their errors come at once.
+    # Flags and paths are checked before TensorFlow is imported (nothing above
+    # imports it), so their errors come at once.
     import tensorflow as tf
     # A mismatched checkpoint would otherwise list every unrestored value
     # after the one-line error.

@@ -13,7 +13,7 @@ import os
 import keras_ssl  # noqa: F401  (sets TensorFlow's environment first)
 from absl import app, flags, logging
 
-from keras_ssl.cli.common import json_main
+from keras_ssl.cli.common import check_checkpoint_path, json_main
 
 FLAGS = flags.FLAGS
 
@@ -31,6 +31,8 @@ def export():
     """Restores the run's encoder and exports it; returns the paths and shapes."""
     if not FLAGS.checkpoint or not FLAGS.export_dir:
         raise ValueError("Give both --checkpoint=MODEL_DIR_OR_CKPT and --export_dir=PATH.")
+    # Before TensorFlow is imported, so that a mistyped path is reported at once.
+    check_checkpoint_path(FLAGS.checkpoint)
     import tensorflow as tf
     # A mismatched checkpoint would otherwise list every unrestored value
     # after the one-line error.

@@ -8,7 +8,9 @@ Rerunning the same command resumes from the last epoch checkpoint in
 checkpoint; with --deterministic the resumed run ends with the same weights
 as an uninterrupted one. A NaN/Inf loss stops the run with exit status 1 and
 one error line naming the step; the checkpoints end at the last good epoch.
-Bad flags or paths end with one error line and exit status 2.
+Bad flags or paths end with one error line and exit status 2 (1 for a value
+absl's flag types refuse, e.g. an unknown --method), within a second or two:
+they are checked before TensorFlow is imported.
 Flags given on the command line override the preset.
 """
 
@@ -17,14 +19,14 @@ import os
 import keras_ssl  # noqa: F401  (sets TensorFlow's environment first)
 from absl import app, flags, logging
 
-from keras_ssl.cli.common import json_main
+from keras_ssl.cli.common import ExitError, check_data_spec, json_main
 
 FLAGS = flags.FLAGS
 
 # Flags copied into PretrainConfig under their own names.
 _CONFIG_FLAGS = (
     "method", "data", "backbone", "width_multiplier", "zero_init_residual",
-    "synchronized_bn", "image_size",
+    "synchronized_bn", "split_batch_norm", "image_size",
     "train_per_class", "imbalance_ratio", "epochs", "global_batch_size", "optimizer",
     "learning_rate", "weight_decay", "warmup_epochs", "blur", "model_dir", "seed",
     "strategy", "cpu_replicas", "tpu", "knn_every_epochs", "knn_k", "knn_temperature",
@@ -32,16 +34,24 @@ _CONFIG_FLAGS = (
     "labels_per_class", "label_fraction", "label_indices", "labeled_batch_size",
     "hide_labels", "probe")
 
+# The choices of --optimizer and --strategy. They are keras_ssl.training.build
+# .OPTIMIZERS and keras_ssl.distribute.STRATEGIES, but those modules import
+# TensorFlow and the flags are checked before that import; so these are
+# copies, which tests/cli/test_console_scripts.py checks equal the originals.
+OPTIMIZERS = ("sgd", "lars", "adamw")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
 
 def define_flags():
     """Defines the program's flags (once per process)."""
     if "method" in FLAGS:
         return
-    from keras_ssl import distribute
-    from keras_ssl.methods import registry
-    from keras_ssl.training.build import OPTIMIZERS
+    # The methods with a config module, which tests/configs checks are the
+    # registered ones (keras_ssl.methods.available()): keras_ssl.configs is
+    # plain data, the registry imports TensorFlow.
+    from keras_ssl import configs
 
-    flags.DEFINE_enum("method", None, registry.available(), "Method to train.")
+    flags.DEFINE_enum("method", None, configs.methods(), "Method to train.")
     flags.DEFINE_string("data", None, "Image folder path, tfds:NAME or npz:PATH.")
     flags.DEFINE_string("preset", None, "Preset of keras_ssl.configs, e.g. cifar10_cpu_small.")
     flags.DEFINE_boolean("smoke", False,
@@ -52,29 +62,36 @@ def define_flags():
     flags.DEFINE_boolean("synchronized_bn", False,
                          "Backbone BatchNorm over the global batch when there are several "
                          "replicas (SwAV, MIRA, BYOL, SimCLR presets).")
+    flags.DEFINE_integer("split_batch_norm", 0,
+                         "Backbone BatchNorm in training over this many sub-batches of the "
+                         "global batch (the single-GPU stand-in for shuffled BN of the ASCL "
+                         "and MoCo CIFAR code; the ascl presets); 0: off. Excludes "
+                         "--synchronized_bn.", lower_bound=0)
     flags.DEFINE_boolean("zero_init_residual", False,
                          "ResNets: start every residual branch at zero (last BN scale 0).")
-    flags.DEFINE_integer("image_size", 32, "Side of the (square) training views.")
-    flags.DEFINE_integer("train_per_class", 0, "First N training images of each class (0: all).")
+    flags.DEFINE_integer("image_size", 32, "Side of the (square) training views.", lower_bound=1)
+    flags.DEFINE_integer("train_per_class", 0, "First N training images of each class (0: all).",
+                         lower_bound=0)
     flags.DEFINE_float("imbalance_ratio", 0.0, "Long-tail subset with this ratio (0: balanced).")
-    flags.DEFINE_integer("epochs", 10, "Training epochs.")
-    flags.DEFINE_integer("global_batch_size", 256, "Batch size summed over all replicas.")
-    flags.DEFINE_enum("optimizer", "sgd", list(OPTIMIZERS), "Optimizer.")
+    flags.DEFINE_integer("epochs", 10, "Training epochs.", lower_bound=0)
+    flags.DEFINE_integer("global_batch_size", 256, "Batch size summed over all replicas.",
+                         lower_bound=1)
+    flags.DEFINE_enum("optimizer", "sgd", OPTIMIZERS, "Optimizer.")
     flags.DEFINE_float("learning_rate", 0.12, "Peak learning rate (after warm-up).")
     flags.DEFINE_float("weight_decay", 5e-4, "Weight decay.")
-    flags.DEFINE_integer("warmup_epochs", 0, "Linear warm-up epochs before the cosine decay.")
+    flags.DEFINE_integer("warmup_epochs", 0, "Linear warm-up epochs before the cosine decay.",
+                         lower_bound=0)
     flags.DEFINE_boolean("blur", True, "Gaussian blur in the views (off in the CPU protocol).")
     flags.DEFINE_string("model_dir", None,
                         "Checkpoints, TensorBoard logs (default: runs/<method>).")
     flags.DEFINE_integer("seed", 0, "Seed of weights, data order and augmentation.")
-    flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
-                      "tf.distribute strategy.")
+    flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy.")
     flags.DEFINE_integer("cpu_replicas", 0,
-                         "Split the CPU into N logical devices (mirrored tests).")
+                         "Split the CPU into N logical devices (mirrored tests).", lower_bound=0)
     flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
     flags.DEFINE_integer("knn_every_epochs", 0,
-                         "kNN monitor period in epochs (0: only at the end).")
-    flags.DEFINE_integer("knn_k", 200, "Neighbours of the kNN monitor.")
+                         "kNN monitor period in epochs (0: only at the end).", lower_bound=0)
+    flags.DEFINE_integer("knn_k", 200, "Neighbours of the kNN monitor.", lower_bound=1)
     flags.DEFINE_float("knn_temperature", 0.1, "Vote temperature of the kNN monitor.")
     flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 (GPU) / mixed_bfloat16 (TPU).")
     flags.DEFINE_boolean("jit_compile", False, "XLA-compile the whole step (single device only).")
@@ -84,18 +101,22 @@ def define_flags():
                          "Deterministic TF ops and seeds: a resumed run ends with the same "
                          "weights as an uninterrupted one (slower on GPUs).")
     flags.DEFINE_integer("debug_inject_nan_at_step", 0,
-                         "Testing aid: make the loss of this 1-based global step NaN (0: off).")
+                         "Testing aid: make the loss of this 1-based global step NaN (0: off).",
+                         lower_bound=0)
     flags.DEFINE_integer("verbose", 1,
                          "Keras fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
     flags.DEFINE_integer("labels_per_class", 0,
                          "Label budget: N labeled images per class drawn beside every "
-                         "batch by a class-balanced sampler (0: no labeled stream).")
+                         "batch by a class-balanced sampler (0: no labeled stream).",
+                         lower_bound=0)
     flags.DEFINE_float("label_fraction", 0.0,
-                       "Label budget: a class-balanced fraction of the training split.")
+                       "Label budget: a class-balanced fraction of the training split.",
+                       lower_bound=0.0, upper_bound=1.0)
     flags.DEFINE_string("label_indices", None,
                         "Label budget: a file of dataset indices, one per line.")
     flags.DEFINE_integer("labeled_batch_size", 0,
-                         "Global batch size of the labeled stream (0: --global_batch_size).")
+                         "Global batch size of the labeled stream (0: --global_batch_size).",
+                         lower_bound=0)
     flags.DEFINE_boolean("hide_labels", False,
                          "Give the unlabeled stream's rows label -1 (semi-supervised runs).")
     flags.DEFINE_boolean("probe", False,
@@ -119,11 +140,24 @@ def apply_preset():
     return entry["method"], entry["views"]
 
 
+def check_flags():
+    """Applies --preset and checks the paths, all before TensorFlow is imported.
+
+    Returns the preset's (method keyword arguments, view keyword arguments).
+    """
+    presets = apply_preset()  # keras_ssl.configs is plain data
+    check_data_spec(FLAGS.data)
+    # The test keras_ssl.data.read_label_indices makes first.
+    if FLAGS.label_indices and not os.path.isfile(FLAGS.label_indices):
+        raise ValueError(f"--label_indices={FLAGS.label_indices}: no such file.")
+    return presets
+
+
 def config_from_flags():
     """The `PretrainConfig` the command line (and its preset) asks for."""
+    method_kwargs, view_kwargs = check_flags()
     from keras_ssl.training import PretrainConfig
 
-    method_kwargs, view_kwargs = apply_preset()
     values = {name: FLAGS[name].value for name in _CONFIG_FLAGS}
     values["model_dir"] = values["model_dir"] or os.path.join("runs", FLAGS.method)
     return PretrainConfig(**values, inject_nan_at_step=FLAGS.debug_inject_nan_at_step,
@@ -132,18 +166,22 @@ def config_from_flags():
 
 def train():
     """Runs the configured training; its result dict (None on non-chief workers)."""
+    config = config_from_flags()
+    from keras_ssl.fault_tolerance import NonFiniteLossError
     from keras_ssl.training import pretrain
 
-    return pretrain(config_from_flags())
+    try:
+        return pretrain(config)
+    except NonFiniteLossError as error:
+        # Not the flags' fault: exit status 1, the checkpoints end at the last good epoch.
+        raise ExitError(str(error), status=1) from error
 
 
 def main():
     """Console entry point of keras-ssl-train."""
-    from keras_ssl.fault_tolerance import NonFiniteLossError
-
     define_flags()
     logging.set_verbosity(logging.WARNING)
-    app.run(json_main(train, failures=((NonFiniteLossError, 1),)))
+    app.run(json_main(train))
 
 
 if __name__ == "__main__":

@@ -9,18 +9,9 @@ import os
 
 import tensorflow as tf
 
+from keras_ssl.checkpoint_paths import check_checkpoint_path
 from keras_ssl.training.build import make_backbone
 from keras_ssl.training.config import RUN_CONFIG_FILE, load_run_config
-
-
-def check_checkpoint_path(path):
-    """Raises FileNotFoundError unless `path` is a folder or a checkpoint prefix; returns it."""
-    path = os.path.expanduser(os.fspath(path))
-    if not os.path.isdir(path) and not os.path.exists(path + ".index"):
-        raise FileNotFoundError(
-            f"--checkpoint={path}: neither a folder nor a checkpoint prefix ({path}.index "
-            "does not exist); pass a train.py --model_dir or MODEL_DIR/checkpoints/ckpt-N.")
-    return path
 
 
 def find_checkpoint(path):
@@ -66,6 +57,10 @@ def restore_encoder(path):
                             width_multiplier=config["width_multiplier"],
                             zero_init_residual=config.get("zero_init_residual", False),
                             synchronized_bn=config.get("synchronized_bn", False))
+    # A run's `split_batch_norm` is left out on purpose: it only changes
+    # training-mode statistics, its layers hold the plain layers' variables
+    # under the same names, and a plain encoder takes any batch size when a
+    # downstream task trains it (sub-batches need a divisible batch).
     # The same object path as EpochCheckpoint's tf.train.Checkpoint(model=method).
     root = tf.train.Checkpoint(model=tf.train.Checkpoint(encoder=encoder))
     try:

@@ -1,4 +1,5 @@
-"""The package runs without the source tree: no experiments/ imports, console scripts declared."""
+"""The package runs without the source tree: no experiments/ imports, console scripts declared;
+the programs check their flags before importing TensorFlow."""
 
 import ast
 import configparser
@@ -64,3 +65,50 @@ def test_installed_console_script_prints_its_flags(script, flag):
     # absl ends --help and --helpfull with exit status 1.
     assert process.returncode == 1 and "Traceback" not in process.stderr, process.stderr[-3000:]
     assert f"  {flag}:" in process.stdout
+
+
+# Each program's flags, and a check of them that must fail before TensorFlow
+# is imported: a bad flag or path (and --helpfull) answers in well under a
+# second instead of after the seconds an import of TensorFlow takes.
+_CHECKS = {
+    "train": (["--method=simclr", "--data=/no/such/folder"], "check_flags()"),
+    "evaluate": (["--checkpoint=/no/such/run", f"--data={ROOT}"], "check_flags()"),
+    "export": (["--checkpoint=/no/such/run", "--export_dir=/tmp/unused"], "export()"),
+}
+
+
+@pytest.mark.parametrize("program", sorted(_CHECKS))
+def test_flags_are_checked_before_tensorflow_is_imported(program):
+    args, check = _CHECKS[program]
+    script = (
+        "import sys\n"
+        f"from keras_ssl.cli import {program} as cli\n"
+        "cli.define_flags()\n"
+        f"cli.FLAGS({['program', *args]!r})\n"
+        "try:\n"
+        f"    cli.{check}\n"
+        "except (ValueError, FileNotFoundError) as error:\n"
+        "    print(error)\n"
+        "else:\n"
+        "    sys.exit('the check passed a path that does not exist')\n"
+        "loaded = [name for name in ('tensorflow', 'keras') if name in sys.modules]\n"
+        "sys.exit(f'imported {loaded}' if loaded else 0)\n")
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             cwd=ROOT, timeout=120)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert "/no/such/" in process.stdout
+
+
+def test_train_flag_choices_match_the_library():
+    # keras_ssl/cli/train.py lists the choices of --method, --optimizer and
+    # --strategy without importing the modules that own them (they import
+    # TensorFlow); the lists must not drift apart.
+    from keras_ssl import configs
+    from keras_ssl.cli import train
+    from keras_ssl.distribute import STRATEGIES
+    from keras_ssl.methods import available
+    from keras_ssl.training.build import OPTIMIZERS
+
+    assert configs.methods() == available()
+    assert train.OPTIMIZERS == tuple(OPTIMIZERS)
+    assert train.STRATEGIES == tuple(STRATEGIES)

@@ -1,33 +1,26 @@
-"""A tiny trained run shared by the evaluate.py and export.py tests."""
+"""A tiny trained run shared by the train.py, evaluate.py and export.py tests."""
 
 import json
 import os
 
 import pytest
 
-from tests.experiments.test_train import CIFAR, _train
+from tests.experiments.test_train import CIFAR, TRAINED_RUN, _train
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """train.py for 1 epoch on 20 CIFAR-10 images per class; returns its JSON result.
+    """train.py `TRAINED_RUN` with --export_dir; returns its JSON result.
 
-    The kNN monitor runs every epoch so the TensorBoard logs hold a kNN curve.
+    One training subprocess (import, decoding the 10,000 CIFAR-10 test images,
+    tracing: ~15 s) serves every test that needs a trained run: test_train
+    checks it and resumes a copy, evaluate.py and export.py read it. Tests
+    must not write into it. The kNN monitor runs every epoch so the
+    TensorBoard logs hold a kNN curve (evaluate.py --plot draws it).
     """
     if not os.path.isdir(CIFAR):
         pytest.skip("shared CIFAR-10 folder missing")
-    model_dir = tmp_path_factory.mktemp("evaluate") / "run"
-    process = _train("--method=simclr", f"--data={CIFAR}", f"--model_dir={model_dir}",
-                     "--backbone=tiny", "--image_size=32", "--train_per_class=20",
-                     "--global_batch_size=32", "--epochs=1", "--knn_every_epochs=1",
-                     "--verbose=0")
+    folder = tmp_path_factory.mktemp("trained_run")
+    process = _train(*TRAINED_RUN, f"--model_dir={folder / 'run'}",
+                     f"--export_dir={folder / 'export'}")
     return json.loads(process.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="session")
-def exported_run(trained_run, tmp_path_factory):
-    """export.py on `trained_run`; returns its JSON result."""
-    from tests.experiments.test_evaluate import EXPORT, _run
-
-    export_dir = tmp_path_factory.mktemp("export") / "encoder"
-    return _run(EXPORT, f"--checkpoint={trained_run['model_dir']}", f"--export_dir={export_dir}")

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -27,12 +28,38 @@ def _run(script, *args, check=True):
     return process
 
 
-def test_all_protocols_on_a_checkpoint(trained_run, tmp_path):
-    plot_dir = tmp_path / "plots"
-    result = _run(EVALUATE, f"--checkpoint={trained_run['model_dir']}", f"--data={CIFAR}",
-                  "--train_per_class=20", "--protocol=all", f"--plot={plot_dir}",
-                  "--plot_max_points=200", "--linear_epochs=10", "--finetune_epochs=1",
-                  "--finetune_batch_size=32")
+@pytest.fixture(scope="module")
+def evaluations(trained_run, tmp_path_factory):
+    """Futures of evaluate.py on the trained run's checkpoint and on its SavedModel.
+
+    Both start together: each run spends most of its time on one core
+    (importing TensorFlow, decoding the CIFAR-10 test set, tracing), so on two
+    cores the pair takes little longer than one. The tests below check one each.
+    """
+    folder = tmp_path_factory.mktemp("evaluations")
+    # The SavedModel train.py --export_dir wrote (export.py writes the same,
+    # through the same keras_ssl.export; test_export.py runs it), copied away
+    # from the encoder.keras beside it.
+    saved_model = shutil.copytree(trained_run["saved_model"], folder / "saved_model")
+    plot_dir = folder / "plots"
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        yield {
+            "plot_dir": plot_dir,
+            "checkpoint": executor.submit(
+                _run, EVALUATE, f"--checkpoint={trained_run['model_dir']}", f"--data={CIFAR}",
+                "--train_per_class=20", "--protocol=all", f"--plot={plot_dir}",
+                "--plot_max_points=200", "--linear_epochs=10", "--finetune_epochs=1",
+                "--finetune_batch_size=32"),
+            "saved_model": executor.submit(
+                _run, EVALUATE, f"--saved_model={saved_model}", "--image_size=32",
+                f"--data={CIFAR}", "--train_per_class=20", "--protocol=knn,semi",
+                "--label_fractions=0.1", check=False),
+        }
+
+
+def test_all_protocols_on_a_checkpoint(trained_run, evaluations):
+    plot_dir = evaluations["plot_dir"]
+    result = evaluations["checkpoint"].result()
     assert result["protocols"] == ["knn", "linear", "semi", "cluster"]
     assert result["num_classes"] == 10 and result["train_images"] == 200
     assert result["test_images"] == 10000 and result["feature_dim"] == 16
@@ -54,13 +81,10 @@ def test_all_protocols_on_a_checkpoint(trained_run, tmp_path):
     assert_real_png(plot_dir / "training_curves.png")
 
 
-def test_saved_model_alone(trained_run, exported_run, tmp_path):
+def test_saved_model_alone(trained_run, evaluations):
     # Without encoder.keras beside it, a SavedModel cannot be fine-tuned: the
     # semi protocol falls back to a linear probe on frozen features and says so.
-    saved_model = shutil.copytree(exported_run["saved_model"], tmp_path / "saved_model")
-    process = _run(EVALUATE, f"--saved_model={saved_model}", "--image_size=32",
-                   f"--data={CIFAR}", "--train_per_class=20", "--protocol=knn,semi",
-                   "--label_fractions=0.1", check=False)
+    process = evaluations["saved_model"].result()
     assert process.returncode == 0, process.stderr[-3000:]
     result = json.loads(process.stdout.strip().splitlines()[-1])
     assert result["semi_mode"] == "linear_frozen" and "frozen features" in process.stderr
@@ -70,6 +94,8 @@ def test_saved_model_alone(trained_run, exported_run, tmp_path):
     assert result["knn_top1"] == pytest.approx(trained_run["knn_top1"], abs=2e-3)
 
 
+# None of these gets as far as importing TensorFlow (keras_ssl/cli checks
+# flags and paths first), so each subprocess takes well under a second.
 @pytest.mark.parametrize("args, message", [
     ([f"--data={CIFAR}"], "--checkpoint"),
     (["--checkpoint=a", "--saved_model=b", f"--data={CIFAR}"], "exactly one"),
@@ -90,7 +116,9 @@ def test_bad_flags_get_one_clear_line(args, message):
 
 
 def test_bad_data_path_is_named(trained_run):
+    # A real run's checkpoint, so that --data is the only thing wrong.
     process = _run(EVALUATE, f"--checkpoint={trained_run['model_dir']}",
                    "--data=/no/such/folder", check=False)
     assert process.returncode == 2
     assert "/no/such/folder" in process.stderr and "Traceback" not in process.stderr
+    assert process.stdout.strip() == ""  # no result JSON

@@ -7,6 +7,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 from keras_ssl.training import restore_encoder
 from tests.experiments.test_evaluate import EXPORT, _run
@@ -32,12 +33,21 @@ print(features.dtype, features.shape, larger.shape)
 """
 
 
+@pytest.fixture(scope="module")
+def exported_run(trained_run, tmp_path_factory):
+    """export.py on the session's `trained_run`; returns its JSON result."""
+    export_dir = tmp_path_factory.mktemp("export") / "encoder"
+    return _run(EXPORT, f"--checkpoint={trained_run['model_dir']}", f"--export_dir={export_dir}")
+
+
 def test_export_serves_in_plain_tensorflow_and_matches_keras(trained_run, exported_run,
                                                             tmp_path):
     result = exported_run
     export_dir = os.path.dirname(result["saved_model"])
     assert result["keras_encoder"] == os.path.join(export_dir, "encoder.keras")
-    assert result["checkpoint"].endswith(os.path.join("checkpoints", "ckpt-1"))
+    # The newest checkpoint of the run: one per epoch.
+    assert result["checkpoint"].endswith(
+        os.path.join("checkpoints", f"ckpt-{trained_run['epochs']}"))
     assert result["image_size"] == 32 and result["feature_dim"] == 16
     assert os.path.isfile(os.path.join(result["saved_model"], "saved_model.pb"))
 
@@ -66,11 +76,17 @@ def test_export_serves_in_plain_tensorflow_and_matches_keras(trained_run, export
     np.testing.assert_allclose(served["one"], expected[:1], rtol=0, atol=tolerance)
 
 
-def test_export_bad_flags(tmp_path):
-    for args, message in (([f"--export_dir={tmp_path}"], "--checkpoint"),
-                          (["--checkpoint=/no/such/run", f"--export_dir={tmp_path}"],
-                           "/no/such/run")):
-        process = _run(EXPORT, *args, check=False)
-        assert process.returncode == 2 and message in process.stderr
-        assert "Traceback" not in process.stderr
-        assert process.stdout.strip() == ""  # no JSON line on failure
+# Neither gets as far as importing TensorFlow (keras_ssl/cli checks flags and
+# paths first), so each subprocess takes well under a second.
+@pytest.mark.parametrize("args, message", [
+    (["--export_dir={tmp}"], "--checkpoint"),
+    (["--checkpoint=/no/such/run", "--export_dir={tmp}"], "/no/such/run"),
+])
+def test_export_bad_flags(tmp_path, args, message):
+    process = _run(EXPORT, *(arg.format(tmp=tmp_path) for arg in args), check=False)
+    assert process.returncode == 2 and message in process.stderr
+    assert "Traceback" not in process.stderr
+    ours = [line for line in process.stderr.splitlines() if line.startswith("export.py:")]
+    assert len(ours) == 1 and ours[0].startswith("export.py: error:") and message in ours[0]
+    assert process.stdout.strip() == ""  # no JSON line on failure
+    assert not any(tmp_path.iterdir())  # nothing exported

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,8 +13,12 @@ import tensorflow as tf
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CIFAR = os.path.join(ROOT, "..", "shared", "data", "cifar10")
 TRAIN = os.path.join(ROOT, "experiments", "train.py")
-TINY_RUN = ["--backbone=tiny", "--image_size=32", "--train_per_class=8",
-            "--global_batch_size=16", "--epochs=2", "--verbose=0"]
+# The run of the session's `trained_run` fixture (tests/experiments/conftest.py),
+# without --model_dir and --export_dir: 2 epochs of MoCo v2 (queue, EMA key
+# encoder) on 20 images per class, the kNN monitor every epoch.
+TRAINED_RUN = ["--method=moco_v2", f"--data={CIFAR}", "--backbone=tiny", "--image_size=32",
+               "--train_per_class=20", "--global_batch_size=32", "--epochs=2",
+               "--knn_every_epochs=1", "--verbose=0"]
 
 
 def _train(*args, check=True):
@@ -25,22 +30,21 @@ def _train(*args, check=True):
     return process
 
 
-@pytest.mark.skipif(not os.path.isdir(CIFAR), reason="shared CIFAR-10 folder missing")
-def test_train_prints_json_resumes_and_exports(tmp_path):
-    model_dir, export_dir = tmp_path / "run", tmp_path / "export"
-    process = _train("--method=moco_v2", f"--data={CIFAR}", f"--model_dir={model_dir}",
-                     f"--export_dir={export_dir}", "--knn_every_epochs=1", *TINY_RUN)
-    result = json.loads(process.stdout.strip().splitlines()[-1])
+def test_train_prints_json_resumes_and_exports(trained_run, tmp_path):
+    # The session's shared run is this test's first train.py run (one
+    # training subprocess fewer in the suite); it is only read here.
+    result = trained_run
     assert result["method"] == "moco_v2" and result["epochs"] == 2
-    assert result["train_images"] == 80 and result["epochs_run"] == 2
+    assert result["train_images"] == 200 and result["epochs_run"] == 2
     assert np.isfinite(result["loss"]) and 0.0 < result["knn_top1"] <= 1.0
     assert result["train_images_per_s"] > 0
-    assert os.path.exists(os.path.join(model_dir, "checkpoints", "checkpoint"))
+    assert os.path.exists(os.path.join(result["model_dir"], "checkpoints", "checkpoint"))
 
     # The same command again resumes after the last epoch: nothing to train,
-    # and the kNN of the restored encoder equals the one just reported.
-    again = json.loads(_train("--method=moco_v2", f"--data={CIFAR}",
-                              f"--model_dir={model_dir}", *TINY_RUN)
+    # and the kNN of the restored encoder equals the one just reported. It
+    # runs on a copy, which leaves the shared run as the other tests expect it.
+    model_dir = shutil.copytree(result["model_dir"], tmp_path / "run")
+    again = json.loads(_train(*TRAINED_RUN, f"--model_dir={model_dir}")
                        .stdout.strip().splitlines()[-1])
     assert again["epochs_run"] == 0
     assert again["knn_top1"] == pytest.approx(result["knn_top1"])
@@ -50,13 +54,19 @@ def test_train_prints_json_resumes_and_exports(tmp_path):
     assert features.shape == (3, 16)
 
 
+# Each case is its own subprocess and its own check. None gets as far as
+# importing TensorFlow (keras_ssl/cli checks flags and paths first), so each
+# takes well under a second, not the ~7 s of an import.
 @pytest.mark.parametrize("args, message", [
     (["--method=simclr", "--data=/no/such/folder"], "/no/such/folder"),
     (["--method=simclr", f"--data={CIFAR}", "--preset=huge"], "cifar10_cpu_small"),
     (["--method=nope", f"--data={CIFAR}"], "simclr"),
+    (["--method=simclr", f"--data={CIFAR}", "--global_batch_size=0"], "--global_batch_size"),
 ])
 def test_bad_flags_get_one_clear_message(args, message):
     process = _train(*args, "--epochs=1", check=False)
     assert process.returncode != 0
     assert message in process.stderr
     assert "Traceback" not in process.stderr
+    assert process.stdout.strip() == ""  # no result JSON
+
