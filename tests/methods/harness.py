@@ -6,6 +6,8 @@ adding a method to the registry with a config module is all the harness
 needs.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -62,12 +64,39 @@ def mirrored_strategy():
 
 def train(name, strategy, num_batches=2):
     """Builds under `strategy`, trains on `batches()`; returns (model, history)."""
+    run = fit_run(name, strategy, num_batches)
+    return run.model, run.history
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One fit: the model, its history and copies of its weights (by path) before and after.
+
+    The contract tests share one fit per method; the copies keep what each
+    check compares fixed, whatever the others do with the live model later.
+    """
+
+    name: str
+    model: keras.Model
+    history: dict
+    before: dict
+    after: dict
+
+
+def fit_run(name, strategy, num_batches=2):
+    """`train`, keeping the weights as built (before `fit`) and as fitted."""
     with strategy.scope():
         model = build(name)
+        before = weights_by_path(model)
         model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        # The optimizer's variables exist before the step is traced, as Keras
+        # makes them itself under a strategy. Without one it defers them to
+        # the first trace, and a variable made in a trace makes tf.function
+        # trace the whole step a second time: half of a one-replica fit.
+        model.optimizer.build(model.trainable_variables)
     history = model.fit(batches(num_batches, sizes=VIEW_SIZES.get(name)), epochs=1,
                         verbose=0, shuffle=False, callbacks=callbacks_for(model))
-    return model, history.history
+    return Run(name, model, history.history, before, weights_by_path(model))
 
 
 def weights_by_path(model):

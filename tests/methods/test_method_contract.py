@@ -23,15 +23,24 @@ def test_unknown_method_names_the_choices():
         methods.get("nope")
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_fit_is_finite_and_moves_its_weights_and_exactly_its_declared_state(name):
-    model = harness.build(name)
-    before = harness.weights_by_path(model)
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
-    history = model.fit(harness.batches(), epochs=1, verbose=0, shuffle=False,
-                        callbacks=harness.callbacks_for(model)).history
-    assert np.isfinite(history["loss"][0])
-    after = harness.weights_by_path(model)
+@pytest.fixture(scope="module", params=NAMES)
+def fitted(request):
+    """Each method built and fitted once, on one replica, for every check below.
+
+    Tracing a method's step is most of what a check costs, so the checks of
+    one method share one fit: the moved weights and state, the .keras round
+    trip, the encoder export and the 1-replica half of 1 vs 2 replicas (the
+    same build, data and optimizer as its 2-replica half). The fixture is
+    parametrized at module scope, so pytest runs one method's checks
+    together and frees its model before the next; a check run alone (-k)
+    fits its method first.
+    """
+    return harness.fit_run(request.param, tf.distribute.get_strategy())
+
+
+def test_fit_is_finite_and_moves_its_weights_and_exactly_its_declared_state(fitted):
+    model, before, after = fitted.model, fitted.before, fitted.after
+    assert np.isfinite(fitted.history["loss"][0])
     moved = {path for path in before if not np.array_equal(before[path], after[path])}
     updated = {variable.path for variable in model.update_variables()}
     assert updated - moved == set(), f"weights the optimizer did not move: {updated - moved}"
@@ -44,10 +53,9 @@ def test_fit_is_finite_and_moves_its_weights_and_exactly_its_declared_state(name
     assert not undeclared, f"state written but not declared in state_attributes: {undeclared}"
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_whole_model_round_trips_through_a_keras_file_and_its_config(name, tmp_path):
-    model, _ = harness.train(name, tf.distribute.get_strategy(), num_batches=1)
-    path = str(tmp_path / f"{name}.keras")
+def test_whole_model_round_trips_through_a_keras_file_and_its_config(fitted, tmp_path):
+    model = fitted.model
+    path = str(tmp_path / f"{fitted.name}.keras")
     model.save(path)
     reloaded = keras.saving.load_model(path)
     assert type(reloaded) is type(model)
@@ -56,26 +64,26 @@ def test_whole_model_round_trips_through_a_keras_file_and_its_config(name, tmp_p
     config, reloaded_config = model.get_config(), reloaded.get_config()
     assert config.pop("encoder").keys() == reloaded_config.pop("encoder").keys()
     assert reloaded_config == config
+    # The live model's weights, as saved (the fit's copy is compared too, so
+    # nothing that ran on the shared model since the fit went unnoticed).
     expected = harness.weights_by_path(model)
     actual = harness.weights_by_path(reloaded)
-    assert actual.keys() == expected.keys()
+    assert actual.keys() == expected.keys() == fitted.after.keys()
     for key, value in expected.items():
         np.testing.assert_array_equal(actual[key], value, err_msg=key)
+        np.testing.assert_array_equal(fitted.after[key], value, err_msg=key)
     images = np.random.default_rng(0).uniform(size=(4, 16, 16, 3)).astype("float32")
     np.testing.assert_allclose(reloaded(images), model(images), rtol=1e-6)
     rebuilt = type(model).from_config(model.get_config())
     assert [w.shape for w in rebuilt.weights] == [w.shape for w in model.weights]
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_one_and_two_replicas_agree(name):
-    single, single_logs = harness.train(name, tf.distribute.get_strategy())
+def test_one_and_two_replicas_agree(fitted):
     strategy = harness.mirrored_strategy()
     assert strategy.num_replicas_in_sync == 2
-    mirrored, mirrored_logs = harness.train(name, strategy)
-    np.testing.assert_allclose(mirrored_logs["loss"], single_logs["loss"], rtol=1e-4)
-    expected = harness.weights_by_path(single)
-    actual = harness.weights_by_path(mirrored)
+    mirrored = harness.fit_run(fitted.name, strategy)
+    np.testing.assert_allclose(mirrored.history["loss"], fitted.history["loss"], rtol=1e-4)
+    expected, actual = fitted.after, mirrored.after
     assert expected.keys() == actual.keys()
     # Two replicas sum gradients and gather in another order: float32 noise
     # of a few 1e-5 after two steps (MIRA's 5-iteration fixed point amplifies
@@ -85,12 +93,13 @@ def test_one_and_two_replicas_agree(name):
                                    err_msg=path)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_encoder_exports_and_reloads(name, tmp_path):
-    model = harness.build(name)
-    saved_model = export_encoder(model.encoder, str(tmp_path / "export"), image_size=16)
+def test_encoder_exports_and_reloads(fitted, tmp_path):
+    # The fitted encoder: its BatchNorm statistics have moved off their
+    # initial values, so serving must use the trained ones to match.
+    encoder = fitted.model.encoder
+    saved_model = export_encoder(encoder, str(tmp_path / "export"), image_size=16)
     served = tf.saved_model.load(saved_model)
     images = np.random.default_rng(0).integers(0, 256, size=(3, 16, 16, 3), dtype=np.uint8)
     np.testing.assert_allclose(served.serve(tf.constant(images)),
-                               model.encoder(images.astype("float32") / 255.0, training=False),
+                               encoder(images.astype("float32") / 255.0, training=False),
                                rtol=1e-5, atol=1e-5)
