@@ -202,17 +202,33 @@ print(json.dumps(result))
 """
 
 
-def test_backbones_behave_the_same_with_onednn_off(mobilenet):
-    # TF_ENABLE_ONEDNN_OPTS is read when TensorFlow is imported, so the
-    # setting this session did not choose runs in a subprocess, which imports
-    # TensorFlow before keras_ssl. The refusal comes from shape arithmetic and
-    # the features agree with this session's up to float rounding: nothing in
-    # the backbones depends on the kernels.
+@pytest.fixture(scope="module", autouse=True)
+def onednn_off_process():
+    """ONEDNN_OFF_SCRIPT, started with the module's first test.
+
+    TF_ENABLE_ONEDNN_OPTS is read when TensorFlow is imported, so the setting
+    this session did not choose runs in a subprocess, which imports
+    TensorFlow before keras_ssl. Importing and building take it ~10 s, mostly
+    on one core: started first, it runs beside the other tests of this
+    module rather than after them.
+    """
     env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="3")
-    process = subprocess.run([sys.executable, "-c", ONEDNN_OFF_SCRIPT], env=env,
-                             capture_output=True, text=True, timeout=600)
-    assert process.returncode == 0, process.stderr[-3000:]
-    result = json.loads(process.stdout.strip().splitlines()[-1])
+    # Its output is a few lines: the pipes cannot fill while nothing reads them.
+    process = subprocess.Popen([sys.executable, "-c", ONEDNN_OFF_SCRIPT], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    yield process
+    if process.poll() is None:  # a test run that never asked for the result
+        process.kill()
+        process.communicate()
+
+
+def test_backbones_behave_the_same_with_onednn_off(onednn_off_process, mobilenet):
+    # The refusal comes from shape arithmetic and the features agree with
+    # this session's up to float rounding: nothing in the backbones depends
+    # on the kernels.
+    stdout, stderr = onednn_off_process.communicate(timeout=600)
+    assert onednn_off_process.returncode == 0, stderr[-3000:]
+    result = json.loads(stdout.strip().splitlines()[-1])
     assert result["onednn"] is False
     assert "takes images of at least 31x31 px; got 16x16" in result["refused"]
     np.testing.assert_allclose(result["mobilenet_31"], mobilenet(_crops(31)),

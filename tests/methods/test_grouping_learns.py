@@ -46,6 +46,9 @@ def test_prototypes_separate_noisy_copies_of_ten_patterns(name):
                         projection_hidden_dim=64, projection_dim=32, num_prototypes=30,
                         **CONFIGS[name])
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    # Built before fit: an optimizer that makes its variables in fit's trace
+    # makes tf.function trace the step twice.
+    model.optimizer.build(model.update_variables())
 
     def nmi():
         embeddings = tf.math.l2_normalize(model.projector(

@@ -27,6 +27,48 @@ def _fit(model, num_batches):
     model.fit(harness.batches(num_batches), epochs=1, verbose=0, shuffle=False)
 
 
+# Tracing a fit costs more than anything the tests do with its result, so the
+# tests of one configuration share one fit: a module fixture fits once and
+# keeps the values of every variable (weights, targets, bank, BatchNorm
+# statistics, optimizer slots and step); each test gets the model back in
+# that state, whatever the tests before it did.
+
+def _fit_once(name, **config):
+    model = _build(name, **config)
+    _fit(model, 1)
+    return model, [v.numpy() for v in _state_of(model)]
+
+
+def _restored(model, values):
+    for variable, value in zip(_state_of(model), values):
+        variable.assign(value)
+    return model
+
+
+def _state_of(model):
+    return [*model.variables, *model.optimizer.variables]
+
+
+@pytest.fixture(scope="module")
+def _msf_fit():
+    return _fit_once("msf", topk=3)
+
+
+@pytest.fixture
+def msf_after_one_step(_msf_fit):
+    return _restored(*_msf_fit)
+
+
+@pytest.fixture(scope="module")
+def _supervised_fit():
+    return _fit_once("cmsf_supervised", topk=3)
+
+
+@pytest.fixture
+def supervised_after_one_step(_supervised_fit):
+    return _restored(*_supervised_fit)
+
+
 def _batch(indices, seed=5, labels=None):
     """A Batch of two random views; the class of each row is its index % 3 by default."""
     rng = np.random.default_rng(seed)
@@ -79,9 +121,8 @@ def _same_class_rows(model, outputs, batch_labels):
     return targets, bank, np.asarray(batch_labels)[:, None] == bank_labels[None, :]
 
 
-def test_msf_neighbours_are_the_true_top_k_and_the_target_comes_first():
-    model = _build("msf", topk=3)
-    _fit(model, 1)  # 8 real targets in the 12-row bank
+def test_msf_neighbours_are_the_true_top_k_and_the_target_comes_first(msf_after_one_step):
+    model = msf_after_one_step  # 8 real targets in the 12-row bank
     outputs, ctx = _forward(model, _batch(np.arange(20, 28)))
     targets = model.normalized_targets(outputs).numpy()
     bank, neighbors, similarities = model.search(outputs)
@@ -116,9 +157,9 @@ def test_msf_queue_pointer_moves_and_holds_the_targets_of_the_step():
     assert int(model.queue.pointer.numpy()) == (8 + 16) % 12
 
 
-def test_msf_forward_and_loss_change_no_state_and_after_apply_moves_the_target():
-    model = _build("msf", topk=3)
-    _fit(model, 1)
+def test_msf_forward_and_loss_change_no_state_and_after_apply_moves_the_target(
+        msf_after_one_step):
+    model = msf_after_one_step
     before = harness.weights_by_path(model)
     outputs, ctx = _forward(model, _batch(np.arange(20, 28)))
     model.loss(outputs, ctx)
@@ -273,10 +314,10 @@ def test_cmsf_takes_the_run_dependent_values_from_the_run_context():
 
 # ---- supervised CMSF ------------------------------------------------------------
 
-def test_supervised_cmsf_takes_the_nearest_rows_of_the_class_and_only_them():
-    model = _build("cmsf_supervised", topk=3)
+def test_supervised_cmsf_takes_the_nearest_rows_of_the_class_and_only_them(
+        supervised_after_one_step):
+    model = supervised_after_one_step  # one step of harness batches: class = index % 3
     assert not any("pool" in w.path or "pseudo" in w.path for w in model.weights)
-    _fit(model, 1)  # harness batches: class = index % 3
     written = next(iter(harness.batches(1)))["index"].numpy()
     np.testing.assert_array_equal(model.queue.label.numpy()[:8], written % 3)
     np.testing.assert_array_equal(model.queue.label.numpy()[8:], -1)
@@ -300,10 +341,10 @@ def test_supervised_cmsf_takes_the_nearest_rows_of_the_class_and_only_them():
     assert expected_purity < 1.0
 
 
-def test_supervised_cmsf_reads_the_classes_from_the_batch_not_the_index():
+def test_supervised_cmsf_reads_the_classes_from_the_batch_not_the_index(
+        supervised_after_one_step):
     # The same rows with other classes: the constraint follows the labels.
-    model = _build("cmsf_supervised", topk=3)
-    _fit(model, 1)
+    model = supervised_after_one_step
     batch_indices = np.arange(20, 28)
     relabelled = (batch_indices + 1) % 3
     outputs, _ = _forward(model, _batch(batch_indices, labels=relabelled))
@@ -314,7 +355,8 @@ def test_supervised_cmsf_reads_the_classes_from_the_batch_not_the_index():
     assert not np.array_equal(mask, by_index)
 
 
-def test_supervised_cmsf_refuses_unlabelled_rows_labels_and_other_constraints():
+def test_supervised_cmsf_refuses_unlabelled_rows_labels_and_other_constraints(
+        supervised_after_one_step):
     encoder = tiny_backbone(image_size=16, width=4)
     with pytest.raises(ValueError, match="comes with the batch"):
         methods.get("cmsf_supervised", encoder=encoder, queue_size=12,
@@ -322,7 +364,8 @@ def test_supervised_cmsf_refuses_unlabelled_rows_labels_and_other_constraints():
     with pytest.raises(ValueError, match="constraint"):
         methods.get("cmsf_supervised", encoder=encoder, queue_size=12,
                     constraint="previous_epoch")
-    model = _build("cmsf_supervised", topk=3)
+    # The fitted model: its traced step serves this batch too.
+    model = supervised_after_one_step
     unlabelled = harness.batches(1).map(
         lambda x: {**x, "label": tf.where(x["index"] % 2 == 0, x["label"], -1)})
     with pytest.raises(tf.errors.InvalidArgumentError, match="label -1"):

