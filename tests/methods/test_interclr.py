@@ -139,15 +139,27 @@ def test_hard_negatives_are_the_most_similar_rows_outside_the_cluster():
         np.testing.assert_array_equal(negatives[i][mask[i]], expected)
 
 
-def test_hard_sampling_trains_on_the_whole_bank():
+@pytest.fixture(scope="module")
+def hard_sampling_fit():
+    """(model, weights before, weights after, history) of one fit with hard negatives.
+
+    Tracing a fit (and the feature pass) costs more than what the two tests
+    using it check, so they share one.
+    """
     model = _interclr(negative_sampling="hard", num_negatives=8)
+    before = harness.weights_by_path(model)
+    history = model.fit(harness.batches(), epochs=1, verbose=0, shuffle=False,
+                        callbacks=harness.callbacks_for(model)).history
+    return model, before, harness.weights_by_path(model), history
+
+
+def test_hard_sampling_trains_on_the_whole_bank(hard_sampling_fit):
+    model, _, _, history = hard_sampling_fit
     assert model.negative_pool_size == harness.NUM_EXAMPLES
     batch, ctx = _first_batch(), model.step_context()
     outputs = model.forward(batch, ctx)
     _, negatives, mask = model.sample_inter_pairs(outputs.queries[0], batch.index, ctx)
     assert negatives.shape == (len(batch.index), 8)
-    history = model.fit(harness.batches(), epochs=1, verbose=0, shuffle=False,
-                        callbacks=harness.callbacks_for(model)).history
     assert np.isfinite(history["inter_loss"][0])
 
 
@@ -261,12 +273,9 @@ def test_bank_is_clustered_from_the_whole_set_after_the_warm_up_and_labels_updat
     assert model.optimizer.iterations.numpy() == 5
 
 
-def test_fit_moves_queue_key_encoder_and_memory():
-    model = _interclr()
-    before = harness.weights_by_path(model)
-    model.fit(harness.batches(), epochs=1, verbose=0, shuffle=False,
-              callbacks=harness.callbacks_for(model))
-    after = harness.weights_by_path(model)
+def test_fit_moves_queue_key_encoder_and_memory(hard_sampling_fit):
+    # Whatever the negatives: the default semi-hard ones train in the warm-up test above.
+    _, before, after, _ = hard_sampling_fit
     moved = {path for path in before if not np.array_equal(before[path], after[path])}
     for keyword in ("queue", "key_encoder", "memory/features", "memory/assignments",
                     "memory/centroids"):

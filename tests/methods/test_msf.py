@@ -28,19 +28,22 @@ def _fit(model, num_batches):
 
 
 # Tracing a fit costs more than anything the tests do with its result, so the
-# tests of one configuration share one fit: a module fixture fits once and
-# keeps the values of every variable (weights, targets, bank, BatchNorm
-# statistics, optimizer slots and step); each test gets the model back in
-# that state, whatever the tests before it did.
+# tests of one configuration share one model and its traced step: a module
+# fixture builds it, fits it, and keeps the values of every variable
+# (weights, targets, bank, pool, BatchNorm statistics, optimizer slots and
+# step) as built and as fitted; each test gets the model back in the state it
+# asks for, whatever the tests before it did.
 
-def _fit_once(name, **config):
-    model = _build(name, **config)
-    _fit(model, 1)
-    return model, [v.numpy() for v in _state_of(model)]
+def _states(model, num_batches):
+    """{"built": values, "fitted": values after `_fit(model, num_batches)`}."""
+    built = [v.numpy() for v in _state_of(model)]
+    _fit(model, num_batches)
+    return {"built": built, "fitted": [v.numpy() for v in _state_of(model)]}
 
 
-def _restored(model, values):
-    for variable, value in zip(_state_of(model), values):
+def _restored(shared, state):
+    model, states = shared
+    for variable, value in zip(_state_of(model), states[state]):
         variable.assign(value)
     return model
 
@@ -49,24 +52,51 @@ def _state_of(model):
     return [*model.variables, *model.optimizer.variables]
 
 
-@pytest.fixture(scope="module")
-def _msf_fit():
-    return _fit_once("msf", topk=3)
-
-
-@pytest.fixture
-def msf_after_one_step(_msf_fit):
-    return _restored(*_msf_fit)
+PREVIOUS_EPOCH = dict(topk=2, num_examples=harness.NUM_EXAMPLES, constraint="previous_epoch",
+                      constraint_topk=3)
 
 
 @pytest.fixture(scope="module")
-def _supervised_fit():
-    return _fit_once("cmsf_supervised", topk=3)
+def _msf():
+    model = _build("msf", topk=3)
+    return model, _states(model, 1)
 
 
 @pytest.fixture
-def supervised_after_one_step(_supervised_fit):
-    return _restored(*_supervised_fit)
+def msf_as_built(_msf):
+    return _restored(_msf, "built")
+
+
+@pytest.fixture
+def msf_after_one_step(_msf):
+    return _restored(_msf, "fitted")
+
+
+@pytest.fixture(scope="module")
+def _previous_epoch():
+    model = _build("cmsf", **PREVIOUS_EPOCH)
+    return model, _states(model, 2)
+
+
+@pytest.fixture
+def previous_epoch_as_built(_previous_epoch):
+    return _restored(_previous_epoch, "built")
+
+
+@pytest.fixture
+def previous_epoch_after_two_steps(_previous_epoch):
+    return _restored(_previous_epoch, "fitted")
+
+
+@pytest.fixture(scope="module")
+def _supervised():
+    model = _build("cmsf_supervised", topk=3)
+    return model, _states(model, 1)
+
+
+@pytest.fixture
+def supervised_after_one_step(_supervised):
+    return _restored(_supervised, "fitted")
 
 
 def _batch(indices, seed=5, labels=None):
@@ -142,8 +172,8 @@ def test_msf_neighbours_are_the_true_top_k_and_the_target_comes_first(msf_after_
     np.testing.assert_allclose(loss, reference, rtol=1e-5)
 
 
-def test_msf_queue_pointer_moves_and_holds_the_targets_of_the_step():
-    model = _build("msf", topk=3)
+def test_msf_queue_pointer_moves_and_holds_the_targets_of_the_step(msf_as_built):
+    model = msf_as_built
     batch = next(iter(harness.batches(1)))
     # Step 0's target network is the initial copy (the EMA moves it at the
     # end of each step, for the next one), so its rows can be computed first.
@@ -200,10 +230,8 @@ def test_cmsf_pseudo_label_constraint_never_picks_a_disallowed_row():
     assert not np.take_along_axis(expected_mask, neighbors.numpy(), 1).all()
 
 
-def test_cmsf_previous_epoch_constraint_matches_numpy():
-    model = _build("cmsf", topk=2, num_examples=harness.NUM_EXAMPLES,
-                   constraint="previous_epoch", constraint_topk=3)
-    _fit(model, 2)
+def test_cmsf_previous_epoch_constraint_matches_numpy(previous_epoch_after_two_steps):
+    model = previous_epoch_after_two_steps  # two steps of harness.batches(2)
     seen = harness.batches(2).unbatch().map(lambda x: x["index"])
     seen = np.array(list(seen.as_numpy_iterator()))
     # Four revisits (their previous embedding is a real one) and four
@@ -230,8 +258,8 @@ def test_cmsf_previous_epoch_constraint_matches_numpy():
     np.testing.assert_array_equal(constrained, _top(scores, 2))
 
 
-def test_cmsf_writes_the_pool_and_toggles_the_slot():
-    model = _build("cmsf", topk=2, num_examples=harness.NUM_EXAMPLES)
+def test_cmsf_writes_the_pool_and_toggles_the_slot(previous_epoch_as_built):
+    model = previous_epoch_as_built
     batch = next(iter(harness.batches(1)))
     before = model.pool.numpy()
     _fit(model, 1)
@@ -277,20 +305,18 @@ def test_cmsf_rejects_a_constraint_set_smaller_than_k():
         _build("cmsf", topk=5, num_examples=8, constraint_topk=3)
 
 
-def test_cmsf_previous_epoch_one_and_two_replicas_agree():
+def test_cmsf_previous_epoch_one_and_two_replicas_agree(previous_epoch_as_built):
     # The shared harness runs CMSF-KM; this runs the 2Q constraint's gathers,
     # pool writes and slot toggles on 1 and 2 replicas; the last two of the
     # four steps revisit examples of the first two.
-    def train(strategy):
-        with strategy.scope():
-            model = _build("cmsf", topk=2, num_examples=harness.NUM_EXAMPLES,
-                           constraint="previous_epoch", constraint_topk=3)
-        dataset = harness.batches(2).concatenate(harness.batches(2, seed=1))
-        logs = model.fit(dataset, epochs=1, verbose=0, shuffle=False).history
-        return model, logs
+    dataset = harness.batches(2).concatenate(harness.batches(2, seed=1))
 
-    single, single_logs = train(tf.distribute.get_strategy())
-    mirrored, mirrored_logs = train(harness.mirrored_strategy())
+    def train(model):
+        return model, model.fit(dataset, epochs=1, verbose=0, shuffle=False).history
+
+    single, single_logs = train(previous_epoch_as_built)  # one replica, as _build made it
+    with harness.mirrored_strategy().scope():
+        mirrored, mirrored_logs = train(_build("cmsf", **PREVIOUS_EPOCH))
     np.testing.assert_allclose(mirrored_logs["loss"], single_logs["loss"], rtol=1e-4)
     expected, actual = harness.weights_by_path(single), harness.weights_by_path(mirrored)
     for path in expected:
