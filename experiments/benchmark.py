@@ -44,6 +44,12 @@ flags.DEFINE_string("work_dir", "/tmp/keras_ssl_benchmark", "Model dirs of the r
 flags.DEFINE_integer("seed", 0, "Seed of each run.")
 flags.DEFINE_list("seeds", None, "Seeds to run (default: --seed); tables give mean ± std.")
 flags.DEFINE_integer("epochs", 0, "Override the protocol's epochs (0: keep; for smoke runs).")
+flags.DEFINE_string("baseline_tree", None,
+                    "--what=speed: another checkout of keras_ssl (e.g. a `git worktree` of an "
+                    "older commit) measured beside this one, alternating, for a before/after "
+                    "table.")
+flags.DEFINE_integer("repeats", 1, "--what=speed: measurements per method (fresh processes); "
+                     "the table gives their median.")
 flags.DEFINE_boolean("write_readme", True, "Regenerate the README results table.")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -201,22 +207,123 @@ def run_kernels():
 
 
 def run_speed():
-    from experiments.speed_benchmark import measure_speed
+    """Images/s per method; with --baseline_tree, the same in another checkout beside it.
+
+    Each measurement runs in a fresh process; two processes of the same code
+    differ by up to ~15% on a shared 2-core machine, so `--repeats` measures
+    each method several times and the table gives the median. With a
+    baseline the two trees alternate (baseline first on even turns, this
+    tree first on odd ones), so a drift of the machine's speed lands on both
+    sides alike; without one, the order of the methods is reversed on odd
+    repeats for the same reason.
+    """
     path = os.path.join(RESULTS, "speed.json")
     results = _load(path)
-    for method in FLAGS.methods:
-        results[method] = measure_speed(method, FLAGS.data, seed=FLAGS.seed)
-        print(json.dumps(results[method]), flush=True)
-        _save(path, results)
-    lines = ["| method | training images/s | model alone | pipeline alone "
-             "| lightly images/s | vs lightly |", "| --- | --- | --- | --- | --- | --- |"]
-    for method in sorted(results):
+    runs = {method: {"new": [], "baseline": []} for method in FLAGS.methods}
+    turn = 0
+    for repeat in range(FLAGS.repeats):
+        for method in (FLAGS.methods if repeat % 2 == 0 else FLAGS.methods[::-1]):
+            trees = [ROOT]
+            if FLAGS.baseline_tree:
+                trees = [FLAGS.baseline_tree, ROOT] if turn % 2 == 0 else [ROOT, FLAGS.baseline_tree]
+            turn += 1
+            for tree in trees:
+                measured = _measure_speed_in(tree, method)
+                if measured:
+                    runs[method]["new" if tree == ROOT else "baseline"].append(measured)
+            results[method] = _median_of(runs[method]["new"])
+            if runs[method]["baseline"]:
+                results[method]["baseline"] = dict(_median_of(runs[method]["baseline"]),
+                                                   commit=_commit_of(FLAGS.baseline_tree))
+            print(json.dumps(results[method]), flush=True)
+            results["machine"] = _machine()
+            _save(path, results)
+    _write_speed_table(results)
+
+
+def _median_of(measurements):
+    """One measurement whose images/s are the medians of `measurements` (and their count)."""
+    import statistics
+    merged = dict(measurements[-1], repeats=len(measurements))
+    for key in ("train_images_per_s", "step_images_per_s", "pipeline_images_per_s"):
+        merged[key] = statistics.median(m[key] for m in measurements)
+        merged[key + "_runs"] = [m[key] for m in measurements]
+    return merged
+
+
+def _measure_speed_in(tree, method):
+    """`measure_speed(method)` in a fresh process in checkout `tree` (None if it has no `method`)."""
+    import subprocess
+    code = ("import json, sys; from experiments.speed_benchmark import measure_speed; "
+            "print('RESULT ' + json.dumps(measure_speed(sys.argv[1], sys.argv[2], "
+            "seed=int(sys.argv[3]))))")
+    run = subprocess.run([sys.executable, "-c", code, method, os.path.abspath(FLAGS.data),
+                          str(FLAGS.seed)], cwd=tree, capture_output=True, text=True)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        if tree == ROOT:
+            raise RuntimeError(f"speed of {method} failed:\n{run.stderr[-3000:]}")
+        print(f"{method}: no baseline measurement in {tree}: {run.stderr.strip()[-300:]}")
+        return None
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _commit_of(tree):
+    import subprocess
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree,
+                          capture_output=True, text=True).stdout.strip() or tree
+
+
+def _machine():
+    """CPU model, cores and the vector extensions that change TensorFlow's CPU speed."""
+    model, flags_ = "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags_ = set(value.split())
+    except OSError:
+        pass
+    extensions = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags_]
+    return dict(cpu=model, cores=os.cpu_count(), extensions=extensions)
+
+
+def _write_speed_table(results):
+    from keras_ssl.methods import registry
+    methods = sorted(name for name in results if name != "machine")
+    baselines = {results[m]["baseline"]["commit"] for m in methods if "baseline" in results[m]}
+    before = (f"before ({', '.join(sorted(baselines))}): training / model" if baselines
+              else None)
+    header = ["method", "runs", "training images/s", "model alone", "pipeline alone",
+              "vs its base method", *([before, "change: training / model"] if before else []),
+              "lightly images/s", "vs lightly"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for method in methods:
         r = results[method]
+        base = registry.base_name(method) if method in registry.METHODS else method
+        vs_base = (f"{r['train_images_per_s'] / results[base]['train_images_per_s']:.2f}x "
+                   f"{base}" if base != method and base in results else "")
         peer = LIGHTLY.get(method, (None, None))[1]
         ratio = f"{r['train_images_per_s'] / peer:.2f}x" if peer else "n/a"
-        lines.append(f"| {method} | {r['train_images_per_s']:.0f} | "
-                     f"{r['step_images_per_s']:.0f} | {r['pipeline_images_per_s']:.0f} | "
-                     f"{peer or 'n/a'} | {ratio} |")
+        row = [method, str(r.get("repeats", 1)), f"{r['train_images_per_s']:.0f}",
+               f"{r['step_images_per_s']:.0f}",
+               f"{r['pipeline_images_per_s']:.0f}", vs_base]
+        if before:
+            old = r.get("baseline")
+            row += ([f"{old['train_images_per_s']:.0f} / {old['step_images_per_s']:.0f}",
+                     f"{r['train_images_per_s'] / old['train_images_per_s'] - 1:+.0%} / "
+                     f"{r['step_images_per_s'] / old['step_images_per_s'] - 1:+.0%}"]
+                    if old else ["", ""])
+        row += [str(peer or "n/a"), ratio]
+        lines.append("| " + " | ".join(row) + " |")
+    machine = results.get("machine")
+    if machine:
+        lines.append(f"\nMeasured on {machine['cpu']}, {machine['cores']} cores "
+                     f"({', '.join(machine['extensions']) or 'no AVX2'}); lightly's figures "
+                     "come from published-results.md, measured on another machine.")
     _replace_between(SPEED_START, SPEED_END, lines)
 
 
