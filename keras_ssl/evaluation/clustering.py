@@ -57,7 +57,21 @@ def cluster_metrics(features, labels, *, num_clusters=None, seed=0):
     if num_clusters is None:
         num_clusters = len(np.unique(labels))
     kmeans = KMeans(n_clusters=num_clusters, n_init=10, random_state=seed)
-    assignments = kmeans.fit_predict(features)
+    return assignment_metrics(labels, kmeans.fit_predict(features))
+
+
+def assignment_metrics(labels, assignments):
+    """How well given cluster ids (e.g. a method's E-step pseudo-labels) match `labels`.
+
+    Args:
+        labels: int array [N] of class labels.
+        assignments: int array [N] of cluster ids.
+
+    Returns:
+        dict(nmi, ari, accuracy), as `cluster_metrics`.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    assignments = np.asarray(assignments).reshape(-1)
     return {
         "nmi": float(normalized_mutual_info_score(labels, assignments)),
         "ari": float(adjusted_rand_score(labels, assignments)),

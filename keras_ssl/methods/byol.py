@@ -54,7 +54,7 @@ class BYOL(MomentumMethod):
         views, training = batch.views, ctx.training
         features = self.encode_views(views[:2], training, together=False)
         projections = tuple(self.projector(f, training=training) for f in features)
-        predictions = tuple(self.predictor(p, training=training) for p in projections)
+        predictions = self.predictions_of(projections, ctx)
         # No control dependencies needed for synchronized BatchNorm: replicas
         # match collectives by trace-time instance keys, not execution order.
         targets = tuple(
@@ -64,6 +64,10 @@ class BYOL(MomentumMethod):
         return DistillationOutputs(features=features, projections=projections,
                                    predictions=predictions, targets=targets,
                                    index=batch.index, label=batch.label)
+
+    def predictions_of(self, projections, ctx):
+        """The predictor's output for each view's projections (NCC overrides it)."""
+        return tuple(self.predictor(p, training=ctx.training) for p in projections)
 
     def loss(self, outputs, ctx):
         (p1, p2), (t1, t2) = outputs.predictions, outputs.targets
