@@ -54,6 +54,12 @@ class ContrastiveLogits:
         direction: which of the method's directions this is (0, 1, ...), so
             a transform that draws random numbers draws different ones for
             each.
+        column_index: [C] int dataset index of the example each column
+            scores, the same for every row (a batch row, a queue or bank
+            row), -1 where a column has no single example (MoCo's positive
+            column, one key per row; queue rows never written); None when the
+            method does not know them. Transforms that act on pseudo-labels
+            of the negatives (IFND) read it.
     """
 
     logits: tf.Tensor
@@ -67,12 +73,13 @@ class ContrastiveLogits:
     extra_losses: dict = dataclasses.field(default_factory=dict)
     logs: dict = dataclasses.field(default_factory=dict)
     direction: int = 0
+    column_index: Optional[tf.Tensor] = None
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
 
-def queue_logits(queries, keys, negatives, *, temperature, index=None):
+def queue_logits(queries, keys, negatives, *, temperature, index=None, negative_index=None):
     """InfoNCE's logits: [q.k, q.negatives] / t, the positive in column 0.
 
     Args:
@@ -81,6 +88,9 @@ def queue_logits(queries, keys, negatives, *, temperature, index=None):
         negatives: [M, D] unit-norm negatives (no gradient).
         temperature: softmax temperature.
         index: optional [B] dataset indices, for transforms that need them.
+        negative_index: optional [M] dataset index of each negative (a
+            queue's index column, -1 for rows never written); the
+            `column_index` of the result, with -1 for the positive column.
     """
     queries = tf.math.l2_normalize(tf.cast(queries, tf.float32), axis=1)
     keys = tf.stop_gradient(tf.math.l2_normalize(tf.cast(keys, tf.float32), axis=1))
@@ -89,12 +99,19 @@ def queue_logits(queries, keys, negatives, *, temperature, index=None):
     logits = tf.concat([positive, tf.matmul(queries, negatives, transpose_b=True)],
                        axis=1) / temperature
     targets = tf.one_hot(tf.zeros(tf.shape(queries)[0], tf.int32), tf.shape(logits)[1])
+    column_index = None
+    if negative_index is not None:
+        # Column 0 holds a different key in every row: no one example.
+        column_index = tf.concat([tf.constant([-1], tf.int64),
+                                  tf.cast(negative_index, tf.int64)], axis=0)
     return ContrastiveLogits(logits=logits, targets=targets, queries=queries,
                              positives=keys, negatives=negatives,
-                             temperature=temperature, index=index)
+                             temperature=temperature, index=index,
+                             column_index=column_index)
 
 
-def batch_logits(anchors, same_view, other_view, offset, *, temperature, index=None):
+def batch_logits(anchors, same_view, other_view, offset, *, temperature, index=None,
+                 global_index=None):
     """NT-Xent's logits of one direction, negatives from the global batch.
 
     Columns are [anchors . other_view, anchors . same_view] over the G global
@@ -108,6 +125,9 @@ def batch_logits(anchors, same_view, other_view, offset, *, temperature, index=N
         offset: global row of local row 0.
         temperature: softmax temperature.
         index: optional [B] dataset indices.
+        global_index: optional [G] dataset indices of the global batch (the
+            all-gathered `index`); each view's columns are those rows, so it
+            gives the `column_index` of the result.
     """
     anchors = tf.math.l2_normalize(tf.cast(anchors, tf.float32), axis=1)
     same_view = tf.math.l2_normalize(tf.cast(same_view, tf.float32), axis=1)
@@ -117,9 +137,14 @@ def batch_logits(anchors, same_view, other_view, offset, *, temperature, index=N
     logits = tf.concat([tf.matmul(anchors, other_view, transpose_b=True),
                         tf.matmul(anchors, same_view, transpose_b=True)], axis=1) / temperature
     mask = tf.logical_not(tf.cast(tf.one_hot(global_batch + rows, 2 * global_batch), tf.bool))
+    column_index = None
+    if global_index is not None:
+        global_index = tf.cast(global_index, tf.int64)
+        column_index = tf.concat([global_index, global_index], axis=0)
     return ContrastiveLogits(logits=logits, targets=tf.one_hot(rows, 2 * global_batch),
                              mask=mask, queries=anchors, positives=tf.gather(other_view, rows),
-                             negatives=None, temperature=temperature, index=index)
+                             negatives=None, temperature=temperature, index=index,
+                             column_index=column_index)
 
 
 def bank_logits(queries, bank, index, *, temperature):
@@ -134,10 +159,12 @@ def bank_logits(queries, bank, index, *, temperature):
     queries = tf.math.l2_normalize(tf.cast(queries, tf.float32), axis=1)
     bank = tf.stop_gradient(tf.cast(bank, tf.float32))
     logits = tf.matmul(queries, bank, transpose_b=True) / temperature
+    # Column j is bank row j, which belongs to example j.
     return ContrastiveLogits(logits=logits,
                              targets=tf.one_hot(tf.cast(index, tf.int32), tf.shape(bank)[0]),
                              queries=queries, positives=tf.gather(bank, index),
-                             negatives=bank, temperature=temperature, index=index)
+                             negatives=bank, temperature=temperature, index=index,
+                             column_index=tf.range(tf.shape(bank, out_type=tf.int64)[0]))
 
 
 class LogitTransform:
@@ -151,12 +178,30 @@ class LogitTransform:
     - `joint = True` to receive the tuple of every direction's
       `ContrastiveLogits` and return a tuple of the same length;
     - `log_names`: the names of the extra terms and diagnostics they add,
-      which the method then tracks.
+      which the method then tracks;
+    - `needs_column_index = True` when they read `column_index` (a MoCo
+      queue then keeps each row's dataset index).
+
+    Transforms that learn from the whole training set (IFND's pseudo-labels)
+    use three more hooks, which the method calls for them:
+
+    - `make_state(run)`: once, when the method is built (under the
+      strategy's scope), with its `RunContext`; returns a `keras.layers.Layer`
+      holding the transform's variables, or None. The method owns that layer,
+      so it is saved, checkpointed and replicated like the method's own state
+      (and listed in `state_variables`); the transform keeps a reference.
+    - `wants_epoch_features(epoch, run)` and, with `uses_epoch_features =
+      True`, `on_epoch_features(features, ctx)`: the epoch feature pass, as a
+      method has it (`keras_ssl.methods.Method`). The method asks its
+      transforms before each epoch and hands each one that uses the pass the
+      features of the whole training set.
     """
 
     spec_name = None
     joint = False
     log_names = ()
+    needs_column_index = False
+    uses_epoch_features = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -173,6 +218,17 @@ class LogitTransform:
     def __call__(self, logits, ctx):
         raise NotImplementedError
 
+    def make_state(self, run):
+        """The layer of this transform's variables for a method built for `run`, or None."""
+        return None
+
+    def wants_epoch_features(self, epoch, run):
+        """Whether the features of the whole training set must be computed before `epoch`."""
+        return False
+
+    def on_epoch_features(self, features, ctx):
+        """Receives [N, D] features of the whole training set, in dataset-index order."""
+
     def get_config(self):
         return dict(self._arguments)
 
@@ -185,16 +241,27 @@ class LogitTransform:
         return f"{type(self).__name__}({arguments})"
 
 
+def large_negative(dtype):
+    """A logit that leaves the softmax: -1e9, or the most negative finite `dtype` value.
+
+    float16 cannot hold -1e9 (it would be -inf, and a zero target times -inf
+    makes the cross-entropy NaN); its lowest finite value does the same job,
+    since exp of it minus any finite maximum underflows to 0.
+    """
+    dtype = tf.as_dtype(dtype)
+    return tf.constant(max(-1e9, float(dtype.min)), dtype)
+
+
 def contrastive_cross_entropy(logits: ContrastiveLogits):
     """(mean cross-entropy + extra terms, logs of the extra terms and diagnostics).
 
-    Masked columns get a logit of -inf-like size and no target mass, so they
-    leave both the softmax's denominator and the target.
+    Masked columns get a large negative logit (`large_negative`) and no
+    target mass, so they leave both the softmax's denominator and the target.
     """
     scores = logits.logits
     targets = logits.targets
     if logits.mask is not None:
-        scores = tf.where(logits.mask, scores, tf.constant(-1e9, scores.dtype))
+        scores = tf.where(logits.mask, scores, large_negative(scores.dtype))
         targets = tf.where(logits.mask, targets, 0.0)
         targets /= tf.maximum(tf.reduce_sum(targets, axis=1, keepdims=True), 1e-12)
     loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(targets, scores))

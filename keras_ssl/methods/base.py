@@ -10,8 +10,9 @@ A method supplies three hooks, each given the step's `StepContext`:
 
 and may ask for the features of the whole training set at epoch boundaries
 (`wants_epoch_features`, `epoch_features`, `on_epoch_features`; the trainer's
-`EpochFeaturePass` callback runs the pass). `call` returns encoder features,
-which is what `predict`, the kNN monitor and export see.
+`EpochFeaturePass` callback runs the pass). Logit transforms may ask for the
+pass too (IFND's pseudo-labels); the base routes it to them. `call` returns
+encoder features, which is what `predict`, the kNN monitor and export see.
 """
 
 import keras
@@ -34,7 +35,9 @@ class Method(keras.Model):
         logit_transforms: for contrastive methods (MoCo, SimCLR, NPID),
             transforms of their logits applied in order
             (`keras_ssl.losses.logit_transforms`): MoCHi's mixing, IFND's
-            masks, ASCL's soft targets.
+            masks, ASCL's soft targets. The state a transform makes
+            (`make_state`) is the method's (`transform_states`), and a
+            transform that uses the epoch feature pass makes the method use it.
         run: the `RunContext` of the run (training-set size, steps per
             epoch, epochs, seed); methods with a bank or a schedule read it.
         probe_classes: when > 0, an online linear probe (solo-learn's habit):
@@ -84,6 +87,20 @@ class Method(keras.Model):
         self.feature_dim = int(encoder.output_shape[-1])
         self.objectives = list(objectives)
         self.logit_transforms = list(logit_transforms)
+        # A transform's variables live in a layer the model owns, so they are
+        # built under the strategy's scope, saved, checkpointed and restored
+        # with the model's own state (tests/experiments/test_fault_tolerance.py
+        # checks that resume restores list-held layers such as objectives too).
+        names = []
+        for transform in self.logit_transforms:
+            state = getattr(transform, "make_state", lambda run: None)(self.run)
+            if state is not None:
+                names.append(f"transform_state_{len(names)}")
+                setattr(self, names[-1], state)
+        self.transform_state_names = tuple(names)
+        if self._epoch_feature_transforms():
+            # An instance attribute: the class's own answer stays as it is.
+            self.uses_epoch_features = True
         if probe_classes:
             self.objectives.append(OnlineLinearProbe(probe_classes, self.feature_dim,
                                                      name="online_probe"))
@@ -102,6 +119,11 @@ class Method(keras.Model):
         if name == "loss":
             name = "compiled_loss_argument"
         super().__setattr__(name, value)
+
+    @property
+    def transform_states(self):
+        """The layers of the logit transforms' state (`LogitTransform.make_state`)."""
+        return [getattr(self, name) for name in self.transform_state_names]
 
     @property
     def metrics(self):
@@ -127,18 +149,35 @@ class Method(keras.Model):
         return self.trainable_variables
 
     def wants_epoch_features(self, epoch):
-        """Whether `on_epoch_features` must run before 0-based epoch `epoch` (a Python int)."""
-        return False
+        """Whether `on_epoch_features` must run before 0-based epoch `epoch` (a Python int).
+
+        The base answers for the logit transforms that use the pass; a
+        method that wants it itself overrides this and ors in `super()`'s
+        answer, so its transforms keep theirs.
+        """
+        return any(transform.wants_epoch_features(epoch, self.run)
+                   for transform in self._epoch_feature_transforms())
 
     def epoch_features(self, images):
         """The features the epoch pass collects for a batch of un-augmented images."""
         return self.encoder(images, training=False)
 
     def on_epoch_features(self, features, ctx):
-        """Receives [N, D] features of the whole training set, in dataset-index order."""
+        """Receives [N, D] features of the whole training set, in dataset-index order.
+
+        The base hands them to every logit transform that uses the pass (each
+        decides from `ctx` what to do with them at this epoch); a method that
+        overrides this calls `super()` for the same reason.
+        """
+        for transform in self._epoch_feature_transforms():
+            transform.on_epoch_features(features, ctx)
+
+    def _epoch_feature_transforms(self):
+        return [transform for transform in self.logit_transforms
+                if getattr(transform, "uses_epoch_features", False)]
 
     def state_variables(self):
-        """Every variable of the attributes named in `state_attributes` (over the hierarchy)."""
+        """Every variable of the `state_attributes` (over the hierarchy) and transform states."""
         names = []
         for klass in reversed(type(self).__mro__):
             names.extend(klass.__dict__.get("state_attributes", ()))
@@ -147,6 +186,8 @@ class Method(keras.Model):
             holder = getattr(self, name)
             variables.extend(holder.weights if isinstance(holder, keras.layers.Layer)
                              else [holder])
+        for state in self.transform_states:
+            variables.extend(state.weights)
         return variables
 
     def log(self, name, value):

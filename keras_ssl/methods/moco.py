@@ -43,7 +43,9 @@ class MoCo(MomentumMethod):
 
     With `logit_transforms` the loss is computed from the queue logits after
     each transform (`keras_ssl.losses.logit_transforms`); without, it is
-    plain InfoNCE.
+    plain InfoNCE. When a transform reads the negatives' dataset indices
+    (`needs_column_index`, IFND), the queue keeps an index column beside the
+    keys.
 
     The key encoder moves as in the official code, where it is updated just
     before the keys are computed (see `MomentumMethod.targets_lead`); keys
@@ -78,7 +80,12 @@ class MoCo(MomentumMethod):
                                       batch_norm=False, name="projector")
         self.key_encoder = self.make_target(self.encoder, "key_encoder")
         self.key_projector = self.make_target(self.projector, "key_projector")
-        self.queue = RingQueue(queue_size, projection_dim, seed=seed, name="queue")
+        # Only when a transform reads it: the column is a variable, and
+        # adding it to every MoCo would change what its checkpoints hold.
+        columns = (("index",) if any(getattr(transform, "needs_column_index", False)
+                                     for transform in self.logit_transforms) else ())
+        self.queue = RingQueue(queue_size, projection_dim, columns=columns, seed=seed,
+                               name="queue")
         self.built = True
 
     def _keys(self, images, ctx):
@@ -135,9 +142,11 @@ class MoCo(MomentumMethod):
             losses = [info_nce_loss(q, k, queue, temperature=self.temperature)
                       for q, k in zip(outputs.queries, outputs.keys)]
             return tf.add_n(losses) / len(losses), {}
+        negative_index = (self.queue.read_column("index") if "index" in self.queue.columns
+                          else None)
         directions = tuple(
-            queue_logits(q, k, queue, temperature=self.temperature,
-                         index=outputs.index).replace(direction=i)
+            queue_logits(q, k, queue, temperature=self.temperature, index=outputs.index,
+                         negative_index=negative_index).replace(direction=i)
             for i, (q, k) in enumerate(zip(outputs.queries, outputs.keys)))
         return directions_cross_entropy(
             transform_directions(directions, self.logit_transforms, ctx))
@@ -145,4 +154,6 @@ class MoCo(MomentumMethod):
     def after_apply(self, outputs, ctx):
         super().after_apply(outputs, ctx)  # the key encoder, for the next step
         # The queue gathers the keys of every replica, so all hold the same rows.
-        self.queue.write(tf.math.l2_normalize(tf.cast(outputs.keys[0], tf.float32), axis=1))
+        columns = {"index": outputs.index} if "index" in self.queue.columns else {}
+        self.queue.write(tf.math.l2_normalize(tf.cast(outputs.keys[0], tf.float32), axis=1),
+                         **columns)

@@ -58,10 +58,12 @@ class SimCLR(Method):
         if not self.logit_transforms:
             return nt_xent_loss(a, b, global_a, global_b, offset,
                                 temperature=self.temperature), {}
-        # The same two directions as NT-Xent, each through the transforms.
+        # The same two directions as NT-Xent, each through the transforms,
+        # which may look up the dataset index behind every column (IFND).
+        global_index = distribute.all_gather(outputs.index)
         directions = tuple(
             batch_logits(anchors, same_view, other_view, offset, temperature=self.temperature,
-                         index=outputs.index).replace(direction=i)
+                         index=outputs.index, global_index=global_index).replace(direction=i)
             for i, (anchors, same_view, other_view) in enumerate(
                 ((a, global_a, global_b), (b, global_b, global_a))))
         return directions_cross_entropy(
