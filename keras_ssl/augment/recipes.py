@@ -10,10 +10,12 @@ protocols of SimCLR and BYOL (solo-learn) do at 32 px. Pick one by name with `ge
 
 import dataclasses
 
+from keras_ssl.augment.multi_resolution import MultiResolutionRecipe
 from keras_ssl.augment.views import ViewConfig
 from keras_ssl.augment.views import ViewRecipe
 
 __all__ = [
+    "MultiResolutionRecipe",
     "RECIPES",
     "ViewConfig",
     "ViewRecipe",
@@ -23,6 +25,7 @@ __all__ = [
     "moco_v2_views",
     "msf_views",
     "multi_crop_views",
+    "multi_resolution_views",
     "npid_views",
     "simclr_views",
 ]
@@ -309,6 +312,32 @@ def msf_views(
     return ViewRecipe((strong, weak if weak_strong else strong))
 
 
+def multi_resolution_views(image_size, *, resolutions=(24,), base="moco_v2", source_view=0,
+                           blur=True, **base_kwargs):
+    """Recipe `base` at `image_size`, plus view `source_view` resized to each of `resolutions`.
+
+    The CPU protocol's reading of CLIM's multi-resolution augmentation
+    (shared/reference/methods-c.md section 7: "the same crop box resized to
+    32 and 24 px"): MoCo v2's pair at 32 px and the query again at 24 px.
+    The paper's sides are unverified (methods-a.md section 7 recalls
+    224/192/160/128/96 on ImageNet). See `MultiResolutionRecipe`.
+
+    Args:
+        image_size: side of the base views.
+        resolutions: sides of the extra copies.
+        base: the registry name of the base recipe (`RECIPES`).
+        source_view: the base view that is copied (0: MoCo's query).
+        blur: passed to the base recipe.
+        **base_kwargs: other keyword arguments of the base recipe.
+
+    >>> multi_resolution_views(32, resolutions=(24,), blur=False).sizes
+    (32, 32, 24)
+    """
+    return MultiResolutionRecipe(
+        get_recipe(base, image_size=image_size, blur=blur, **base_kwargs),
+        resolutions=tuple(resolutions), source_view=source_view)
+
+
 RECIPES = {
     "simclr": simclr_views,
     "moco_v2": moco_v2_views,
@@ -317,6 +346,7 @@ RECIPES = {
     "multi_crop": multi_crop_views,
     "mira": mira_views,
     "msf": msf_views,
+    "multi_resolution": multi_resolution_views,
 }
 
 

@@ -11,17 +11,26 @@ epoch * steps_per_epoch + step), so it resumes exactly too. The unlabeled split 
 the epoch length. Labeled batch k of epoch e gets the augmentation seed
 [labeled_key(seed, e), -1 - k]: its second entry is negative, so it never equals an
 unlabeled batch's seed.
+
+A run that mixes images with their neighbours (CLIM) passes `neighbours`: the one place where
+features reach back into the pipeline (shared/DESIGN.md). Each batch then reads a neighbour
+per row from a table the method refreshes between epochs, reads the neighbours' images by
+index and pastes them into a view (`keras_ssl.data.neighbour_mixing`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
 from keras_ssl.data.labeled_stream import LabeledReader, LabeledStream
 from keras_ssl.data.readers import FileReader, InMemoryReader
 from keras_ssl.data.split import Split
+
+if TYPE_CHECKING:
+    from keras_ssl.data.neighbour_mixing import NeighbourMixing
 
 
 def steps_per_epoch(split: Split, global_batch_size: int) -> int:
@@ -128,10 +137,11 @@ def _apply_view_fn(view_fn, images: tf.Tensor, seed: tf.Tensor) -> tuple:
     return tuple(views) if isinstance(views, (tuple, list)) else (views,)
 
 
-def _views(view_fn, labeled_view_fn=None):
+def _views(view_fn, labeled_view_fn=None, neighbours=None):
     """Wraps view_fn(images uint8 [B,H,W,3], seed int32 [2]) into a batch -> element map.
 
-    A batch with a "labeled" part gets its views from `labeled_view_fn`.
+    A batch with a "labeled" part gets its views from `labeled_view_fn`; with `neighbours`
+    (a NeighbourMixing), the batch's neighbour images are mixed into a view.
     """
 
     def make_views(batch):
@@ -147,6 +157,8 @@ def _views(view_fn, labeled_view_fn=None):
                 "label": labeled["label"],
                 "index": labeled["index"],
             }
+        if neighbours is not None:
+            element = neighbours.mix(element, batch)
         return element
 
     return make_views
@@ -180,6 +192,7 @@ def train_dataset(
     image_size: int | None = None,
     labeled: LabeledStream | None = None,
     hide_labels: bool = False,
+    neighbours: NeighbourMixing | None = None,
 ) -> tf.data.Dataset:
     """Training batches of augmented views, deterministic in (seed, epoch).
 
@@ -209,12 +222,20 @@ def train_dataset(
             `batch_size` and must divide by their number. Epochs remain those of `split`.
         hide_labels: set the unlabeled stream's "label" to -1, so that a semi-supervised
             loss cannot see the labels of `split` (the labeled stream keeps its own).
+        neighbours: a `keras_ssl.data.neighbour_mixing.NeighbourMixing` (CLIM): every batch
+            of epoch e waits until its table is ready for e, draws one neighbour per row from
+            it, reads the neighbours' images by dataset index and pastes a CutMix box of
+            them into a view. The table is read when the batch is made, so a refresh between
+            epochs reaches the running dataset; the same seed gives the same mixing.
 
     Returns:
         A dataset of {"views": tuple of float32 [b, ...], "index": int64 [b] positions in
         `split`, "label": int64 [b] (-1 where unknown or hidden)}, plus, with `labeled`,
         "labeled": {"views": tuple of float32 [l, ...], "label": int64 [l], "index": int64
         [l] positions in `labeled.split`} with l = the labeled per-replica batch size.
+        With `neighbours`, "views" ends with the mixed view, and the element also holds
+        "neighbour_index" (int64 [b]) and "mix_ratio" (float32 [b], the share of the mixed
+        view's pixels that come from the anchor).
     """
     layout = _BatchLayout.create(batch_size, input_context)
     steps = steps_per_epoch(split, layout.global_batch)
@@ -224,6 +245,10 @@ def train_dataset(
         reader = InMemoryReader(split, image_size)
     else:
         reader = FileReader(split, image_size)
+    if neighbours is not None:
+        neighbours.check_split(num_examples)
+        # Neighbours are read by index, like the labeled stream's rows.
+        read_neighbours = reader if split.images is not None else reader.gather
 
     labeled_reader = None
     if labeled is not None:
@@ -259,6 +284,8 @@ def train_dataset(
             element = {**batch, "seed": tf.stack([key, number])}
             if hide_labels:
                 element["label"] = tf.fill(tf.shape(batch["label"]), tf.constant(-1, tf.int64))
+            if neighbours is not None:
+                element = neighbours.add_neighbours(element, epoch, read_neighbours)
             return element
 
         numbered = batches.enumerate()
@@ -278,7 +305,7 @@ def train_dataset(
     dataset = epoch_numbers.flat_map(epoch_batches)
     labeled_view_fn = labeled.view_fn if labeled is not None and labeled.view_fn is not None else view_fn
     dataset = dataset.map(
-        _views(view_fn, labeled_view_fn), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        _views(view_fn, labeled_view_fn, neighbours), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     if epochs is None:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
@@ -327,6 +354,7 @@ def distributed_train_dataset(
     image_size: int | None = None,
     labeled: LabeledStream | None = None,
     hide_labels: bool = False,
+    neighbours: NeighbourMixing | None = None,
 ):
     """`train_dataset` distributed over `strategy`'s replicas, one input pipeline per worker.
 
@@ -338,7 +366,7 @@ def distributed_train_dataset(
         view_fn, seed, start_epoch, epochs, image_size: as in `train_dataset`.
         labeled: the labeled stream, as in `train_dataset`; its global batch size
             `labeled.batch_size` is split across the replicas and must divide by their number.
-        hide_labels: as in `train_dataset`.
+        hide_labels, neighbours: as in `train_dataset`.
 
     Returns:
         A tf.distribute.DistributedDataset of per-replica elements.
@@ -367,6 +395,7 @@ def distributed_train_dataset(
             image_size=image_size,
             labeled=labeled,
             hide_labels=hide_labels,
+            neighbours=neighbours,
         )
 
     return strategy.distribute_datasets_from_function(dataset_fn)

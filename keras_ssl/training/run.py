@@ -21,6 +21,7 @@ from keras_ssl.export import export_encoder
 from keras_ssl.fault_tolerance import InjectNaN, StopOnNonFiniteLoss, enable_determinism
 from keras_ssl.methods import RunContext
 from keras_ssl.training.build import build_method, make_views
+from keras_ssl.training.clustering_report import clustering_report
 from keras_ssl.training.config import PretrainConfig, write_run_config
 from keras_ssl.training.data import load_training_data
 from keras_ssl.training.feature_pass import EpochFeaturePass
@@ -49,8 +50,10 @@ def pretrain(config=None, /, **overrides):
         A dict with `method`, `epochs`, `epochs_run`, `initial_epoch`,
         `train_images`, `global_batch_size`, `replicas`, `skipped_files`,
         `loss` (last epoch's mean), `knn_top1` (None without labelled train
-        and test splits), `train_seconds`, `train_images_per_s`,
-        `model_dir` and `saved_model` (None without `export_dir`).
+        and test splits), `nmi`, `ari` and `cluster_acc` (only for methods with
+        E-step labels, `keras_ssl.training.clustering_report`), `train_seconds`,
+        `train_images_per_s`, `model_dir` and `saved_model` (None without
+        `export_dir`).
         None on the non-chief workers of a multi-worker job: they train in
         lockstep with the chief but write nothing to `model_dir`.
 
@@ -117,18 +120,24 @@ def pretrain(config=None, /, **overrides):
                                   image_size=config.image_size),
             num_classes=source.num_classes, every_epochs=config.knn_every_epochs,
             k=config.knn_k, temperature=config.knn_temperature)
+    feature_pass = EpochFeaturePass(train_eval)
     callbacks = _callbacks(config, chief=chief, timer=timer, checkpoint=checkpoint,
-                           feature_pass=EpochFeaturePass(train_eval), monitor=monitor)
+                           feature_pass=feature_pass, monitor=monitor)
 
     history = {}
     if initial_epoch < config.epochs:
         dataset = ssl_data.distributed_train_dataset(
             strategy, train, global_batch_size=config.global_batch_size, view_fn=views,
             seed=config.seed, start_epoch=initial_epoch, epochs=config.epochs,
-            image_size=config.image_size, labeled=labeled, hide_labels=config.hide_labels)
+            image_size=config.image_size, labeled=labeled, hide_labels=config.hide_labels,
+            # CLIM: the one place where features reach back into the pipeline.
+            neighbours=(model.neighbour_mixing(views) if hasattr(model, "neighbour_mixing")
+                        else None))
         history = model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
                             steps_per_epoch=steps, callbacks=callbacks,
                             verbose=config.verbose, shuffle=False).history
+    # Every worker takes part in the final E-step's feature pass.
+    clustering = clustering_report(model, feature_pass, train.labels, epochs=config.epochs)
     if not chief:
         return None
     knn_top1 = None
@@ -154,6 +163,7 @@ def pretrain(config=None, /, **overrides):
                        else None),
         "labeled_images": len(labeled) if labeled is not None else 0,
         "knn_top1": knn_top1,
+        **clustering,
         "train_seconds": round(timer.seconds, 2),
         "train_images_per_s": (round(images_seen / timer.seconds, 1)
                                if timer.seconds else None),
