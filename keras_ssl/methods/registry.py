@@ -11,13 +11,15 @@ Config values are plain data, so objectives in a config are specs,
 feature width (their `input_dim`); layers given directly are kept as they are.
 """
 
-from keras_ssl.methods import ascl, cld, mochi, xmoco
+from keras_ssl.methods import ascl, cld, ifnd, mochi, xmoco
 from keras_ssl.methods.byol import BYOL
+from keras_ssl.methods.clim import CLIM
 from keras_ssl.methods.cmsf import CMSF, SupervisedCMSF
 from keras_ssl.methods.interclr import InterCLR
 from keras_ssl.methods.mira import MIRA
 from keras_ssl.methods.moco import MoCo
 from keras_ssl.methods.msf import MSF
+from keras_ssl.methods.ncc import NCC
 from keras_ssl.methods.npid import NPID
 from keras_ssl.methods.simclr import SimCLR
 from keras_ssl.methods.swav import SwAV
@@ -34,6 +36,8 @@ METHODS = {
     "cmsf": CMSF,
     "cmsf_supervised": SupervisedCMSF,
     "interclr": InterCLR,
+    "ncc": NCC,
+    "clim": CLIM,
 }
 
 # Registry name -> preset (`.base`, `.arguments(kwargs)`): a base method above
@@ -43,6 +47,7 @@ PRESETS = {
     "mochi": mochi.PRESET,
     "ascl": ascl.PRESET,
     "xmoco": xmoco.PRESET,
+    "ifnd": ifnd.PRESET,
 }
 # A preset's entry in METHODS is its base's class.
 METHODS.update({name: METHODS[preset.base] for name, preset in PRESETS.items()})
@@ -56,6 +61,7 @@ LOGIT_TRANSFORMS = {
     "mochi": mochi.HardNegativeMixing,
     "ascl": ascl.SoftNeighbourTargets,
     "xmoco": xmoco.CrossSimilarityConsistency,
+    "ifnd": ifnd.FalseNegativeElimination,
 }
 
 
