@@ -189,7 +189,10 @@ def _build(method, seed):
     import keras
     keras.utils.set_random_seed(seed)
     encoder = backbones.get("tiny", image_size=16, width_multiplier=1.0)
-    kwargs = {"moco_v2": {"queue_size": 16}, "npid": {}, "byol": {}}[method]
+    kwargs = {"moco_v2": {"queue_size": 16}, "npid": {}, "byol": {},
+              # An objective (CLD's group head) and the online probe: layers
+              # held in the method's objectives list, not as attributes.
+              "moco_v2_cld": {"queue_size": 16, "probe_classes": 3}}[method]
     model = methods.get(method, encoder=encoder,
                         run=RunContext(num_examples=32, steps_per_epoch=5, epochs=2), **kwargs)
     optimizer = make_optimizer("sgd", learning_rate=0.1, weight_decay=1e-4,
@@ -207,7 +210,7 @@ def _batches(seed):
     return tf.data.Dataset.from_tensors(batch).repeat(3)
 
 
-@pytest.mark.parametrize("method", ["moco_v2", "npid", "byol"])
+@pytest.mark.parametrize("method", ["moco_v2", "npid", "byol", "moco_v2_cld"])
 def test_checkpoint_restores_every_model_and_optimizer_variable(method, tmp_path):
     trained = _build(method, seed=1)
     trained.fit(_batches(0), epochs=1, verbose=0)
