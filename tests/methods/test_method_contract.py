@@ -78,7 +78,17 @@ def test_whole_model_round_trips_through_a_keras_file_and_its_config(fitted, tmp
     assert [w.shape for w in rebuilt.weights] == [w.shape for w in model.weights]
 
 
-def test_one_and_two_replicas_agree(fitted):
+# Known open defect: NCC's encoder moves ~1e-4 (about 1% of a step) apart
+# on 2 replicas with prototype scattering or positive sampling on, though
+# its loss and pseudo-labels agree (issue 13's note). Strict: a fix shows up.
+KNOWN_REPLICA_MISMATCH = {"ncc"}
+
+
+def test_one_and_two_replicas_agree(fitted, request):
+    if fitted.name in KNOWN_REPLICA_MISMATCH:
+        request.applymarker(pytest.mark.xfail(
+            strict=True, raises=AssertionError,
+            reason="NCC's 1 vs 2 replica gradient mismatch, under investigation"))
     strategy = harness.mirrored_strategy()
     assert strategy.num_replicas_in_sync == 2
     mirrored = harness.fit_run(fitted.name, strategy)
