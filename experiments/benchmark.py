@@ -245,7 +245,10 @@ def _median_of(measurements):
     """One measurement whose images/s are the medians of `measurements` (and their count)."""
     import statistics
     merged = dict(measurements[-1], repeats=len(measurements))
-    for key in ("train_images_per_s", "step_images_per_s", "pipeline_images_per_s"):
+    for key in ("train_images_per_s", "step_images_per_s", "pipeline_images_per_s",
+                "e_step_seconds", "e_step_share"):
+        if key not in merged:
+            continue
         merged[key] = statistics.median(m[key] for m in measurements)
         merged[key + "_runs"] = [m[key] for m in measurements]
     return merged
@@ -298,7 +301,7 @@ def _write_speed_table(results):
     before = (f"before ({', '.join(sorted(baselines))}): training / model" if baselines
               else None)
     header = ["method", "runs", "training images/s", "model alone", "pipeline alone",
-              "vs its base method", *([before, "change: training / model"] if before else []),
+              "vs its base method", "E-step: seconds (share of an epoch)", *([before, "change: training / model"] if before else []),
               "lightly images/s", "vs lightly"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for method in methods:
@@ -310,7 +313,9 @@ def _write_speed_table(results):
         ratio = f"{r['train_images_per_s'] / peer:.2f}x" if peer else "n/a"
         row = [method, str(r.get("repeats", 1)), f"{r['train_images_per_s']:.0f}",
                f"{r['step_images_per_s']:.0f}",
-               f"{r['pipeline_images_per_s']:.0f}", vs_base]
+               f"{r['pipeline_images_per_s']:.0f}", vs_base,
+               (f"{r['e_step_seconds']:.1f} s ({r['e_step_share']:.0%})"
+                if "e_step_seconds" in r else "")]
         if before:
             old = r.get("baseline")
             row += ([f"{old['train_images_per_s']:.0f} / {old['step_images_per_s']:.0f}",

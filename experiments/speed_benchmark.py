@@ -11,6 +11,12 @@ method's state updates. This measures, for one method with its
   so no augmentation runs: the model's share;
 - `pipeline_images_per_s`: the pipeline alone, batches pulled and dropped.
 
+Methods with an E-step (a pass over the whole training set between epochs:
+InterCLR, NCC, IFND, CLIM) also get `e_step_seconds`, one E-step after its
+first (traced) run, and `e_step_share`, its share of an epoch of training at
+`train_images_per_s` plus that E-step. CLIM's pipeline mixes from a
+neighbour table selected (once) before the timed steps, as in training.
+
 Images are counted once per step however many views they have, as the
 protocol counts them. Each figure is a median over timed rounds after warm-up
 steps, so a round disturbed by another process weighs less; run it on an
@@ -25,7 +31,9 @@ import tensorflow as tf
 from keras_ssl import configs
 from keras_ssl import data as ssl_data
 from keras_ssl.methods import RunContext
-from keras_ssl.training import build_method, load_training_data, make_views
+from keras_ssl.training import (EpochFeaturePass, build_method, load_training_data,
+                                make_views)
+from keras_ssl.training.run import EVAL_BATCH_SIZE
 
 
 def measure_speed(method, data, *, steps_per_round=10, rounds=3, warmup_steps=5, seed=0):
@@ -51,10 +59,16 @@ def measure_speed(method, data, *, steps_per_round=10, rounds=3, warmup_steps=5,
         optimizer=config["optimizer"], learning_rate=config["learning_rate"],
         weight_decay=config["weight_decay"], warmup_steps=steps * config["warmup_epochs"])
     model.make_train_function()
+    neighbours = None
+    if hasattr(model, "neighbour_mixing"):
+        # A table selected as training would select it, then every lookup let through.
+        model.refresh_neighbours(model.mixing_start_epoch)
+        model.neighbour_table.release()
+        neighbours = model.neighbour_mixing(views)
 
     def pipeline():
         return ssl_data.train_dataset(train, batch_size=batch_size, view_fn=views, seed=seed,
-                                      image_size=config["image_size"])
+                                      image_size=config["image_size"], neighbours=neighbours)
 
     def train_round(iterator):
         for _ in range(steps_per_round):
@@ -82,4 +96,32 @@ def measure_speed(method, data, *, steps_per_round=10, rounds=3, warmup_steps=5,
             run_round(iterator)
             seconds.append(time.perf_counter() - start)
         results[name] = round(steps_per_round * batch_size / statistics.median(seconds), 1)
+    e_step_seconds = _e_step_seconds(model, train, config)
+    if e_step_seconds is not None:
+        epoch_seconds = steps * batch_size / results["train_images_per_s"]
+        results["e_step_seconds"] = round(e_step_seconds, 2)
+        results["e_step_share"] = round(e_step_seconds / (e_step_seconds + epoch_seconds), 3)
     return results
+
+
+def _e_step_seconds(model, train, config):
+    """Seconds of the method's second E-step (the first one traces), or None without one."""
+    if hasattr(model, "refresh_neighbours"):  # CLIM: k-means and k-NN of its bank
+        due = [epoch for epoch in range(config["epochs"]) if epoch >= model.mixing_start_epoch]
+        step = model.refresh_neighbours
+    else:  # the epoch feature pass, and what the method makes of it
+        due = [epoch for epoch in range(1, config["epochs"]) if model.wants_epoch_features(epoch)]
+        feature_pass = EpochFeaturePass(ssl_data.eval_dataset(
+            train, batch_size=EVAL_BATCH_SIZE, image_size=config["image_size"]))
+        feature_pass.set_model(model)
+
+        def step(epoch):
+            # The method reads the epoch from the step count (IFND's acceptance grows with it).
+            model.optimizer.iterations.assign(epoch * model.run.steps_per_epoch)
+            feature_pass.run_pass()
+    if len(due) < 2:
+        return None
+    step(due[0])
+    start = time.perf_counter()
+    step(due[1])
+    return time.perf_counter() - start

@@ -47,14 +47,17 @@ class EpochFeaturePass(keras.callbacks.Callback):
         self._step = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        if not self.model.wants_epoch_features(int(epoch)):
-            return
+        if self.model.wants_epoch_features(int(epoch)):
+            self.run_pass()
+            self.passes.append(int(epoch))
+
+    def run_pass(self):
+        """One E-step: the features of the split, handed to the method at its current step."""
         features = self.compute_features()
         ctx = StepContext.at(self.model.optimizer.iterations,
                              steps_per_epoch=self.model.run.steps_per_epoch,
                              seed=self.model.run.seed, training=False)
         self.model.on_epoch_features(tf.constant(features), ctx)
-        self.passes.append(int(epoch))
 
     def compute_features(self):
         """[N, D] float32 NumPy features of the whole split, in index order."""
