@@ -217,6 +217,8 @@ def run_speed():
     sides alike; without one, the order of the methods is reversed on odd
     repeats for the same reason.
     """
+    from experiments.machine import machine
+    from experiments.speed_benchmark import commit_of, measure_in_tree, median_of
     path = os.path.join(RESULTS, "speed.json")
     results = _load(path)
     runs = {method: {"new": [], "baseline": []} for method in FLAGS.methods}
@@ -228,70 +230,17 @@ def run_speed():
                 trees = [FLAGS.baseline_tree, ROOT] if turn % 2 == 0 else [ROOT, FLAGS.baseline_tree]
             turn += 1
             for tree in trees:
-                measured = _measure_speed_in(tree, method)
+                measured = measure_in_tree(tree, method, FLAGS.data, FLAGS.seed)
                 if measured:
                     runs[method]["new" if tree == ROOT else "baseline"].append(measured)
-            results[method] = _median_of(runs[method]["new"])
+            results[method] = median_of(runs[method]["new"])
             if runs[method]["baseline"]:
-                results[method]["baseline"] = dict(_median_of(runs[method]["baseline"]),
-                                                   commit=_commit_of(FLAGS.baseline_tree))
+                results[method]["baseline"] = dict(median_of(runs[method]["baseline"]),
+                                                   commit=commit_of(FLAGS.baseline_tree))
             print(json.dumps(results[method]), flush=True)
-            results["machine"] = _machine()
+            results["machine"] = machine()
             _save(path, results)
     _write_speed_table(results)
-
-
-def _median_of(measurements):
-    """One measurement whose images/s are the medians of `measurements` (and their count)."""
-    import statistics
-    merged = dict(measurements[-1], repeats=len(measurements))
-    for key in ("train_images_per_s", "step_images_per_s", "pipeline_images_per_s",
-                "e_step_seconds", "e_step_share"):
-        if key not in merged:
-            continue
-        merged[key] = statistics.median(m[key] for m in measurements)
-        merged[key + "_runs"] = [m[key] for m in measurements]
-    return merged
-
-
-def _measure_speed_in(tree, method):
-    """`measure_speed(method)` in a fresh process in checkout `tree` (None if it has no `method`)."""
-    import subprocess
-    code = ("import json, sys; from experiments.speed_benchmark import measure_speed; "
-            "print('RESULT ' + json.dumps(measure_speed(sys.argv[1], sys.argv[2], "
-            "seed=int(sys.argv[3]))))")
-    run = subprocess.run([sys.executable, "-c", code, method, os.path.abspath(FLAGS.data),
-                          str(FLAGS.seed)], cwd=tree, capture_output=True, text=True)
-    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-    if not lines:
-        if tree == ROOT:
-            raise RuntimeError(f"speed of {method} failed:\n{run.stderr[-3000:]}")
-        print(f"{method}: no baseline measurement in {tree}: {run.stderr.strip()[-300:]}")
-        return None
-    return json.loads(lines[-1][len("RESULT "):])
-
-
-def _commit_of(tree):
-    import subprocess
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree,
-                          capture_output=True, text=True).stdout.strip() or tree
-
-
-def _machine():
-    """CPU model, cores and the vector extensions that change TensorFlow's CPU speed."""
-    model, flags_ = "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags_ = set(value.split())
-    except OSError:
-        pass
-    extensions = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags_]
-    return dict(cpu=model, cores=os.cpu_count(), extensions=extensions)
 
 
 def _write_speed_table(results):

@@ -20,16 +20,19 @@ max_iter=10)` from the same first-K initial centroids, a matrix product plus
 
 import importlib
 import os
-import platform
 import statistics
+import sys
 import time
 
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Also run as a script: the checkout's root holds the `experiments` package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 
+from experiments.machine import machine  # noqa: E402
 from keras_ssl.ops import memory_kmeans, mira, neighbors  # noqa: E402
 
 # keras_ssl.ops exports functions named like these two modules.
@@ -186,7 +189,7 @@ def measure_kernels(repeats=5):
 
     results["memory_kmeans"] = _measure_memory_kmeans(rng, repeats)
     results["machine"] = dict(
-        cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+        machine(),
         tensorflow=tf.__version__, numpy=np.__version__,
         note="%d-core CPU, 1-minute load average %.1f at the end (the kernel runs add about 1); "
              "medians of %d calls after warm-up" % (os.cpu_count(), os.getloadavg()[0], repeats))

@@ -23,7 +23,11 @@ steps, so a round disturbed by another process weighs less; run it on an
 otherwise idle machine all the same.
 """
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import tensorflow as tf
@@ -34,6 +38,9 @@ from keras_ssl.methods import RunContext
 from keras_ssl.training import (EpochFeaturePass, build_method, load_training_data,
                                 make_views)
 from keras_ssl.training.run import EVAL_BATCH_SIZE
+
+# The checkout this file belongs to.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def measure_speed(method, data, *, steps_per_round=10, rounds=3, warmup_steps=5, seed=0):
@@ -125,3 +132,36 @@ def _e_step_seconds(model, train, config):
     start = time.perf_counter()
     step(due[1])
     return time.perf_counter() - start
+
+
+def median_of(measurements):
+    """One measurement whose images/s are the medians of `measurements` (and their count)."""
+    merged = dict(measurements[-1], repeats=len(measurements))
+    for key in ("train_images_per_s", "step_images_per_s", "pipeline_images_per_s",
+                "e_step_seconds", "e_step_share"):
+        if key not in merged:
+            continue
+        merged[key] = statistics.median(m[key] for m in measurements)
+        merged[key + "_runs"] = [m[key] for m in measurements]
+    return merged
+
+
+def measure_in_tree(tree, method, data, seed):
+    """`measure_speed(method)` in a fresh process in checkout `tree` (None if it has no `method`)."""
+    code = ("import json, sys; from experiments.speed_benchmark import measure_speed; "
+            "print('RESULT ' + json.dumps(measure_speed(sys.argv[1], sys.argv[2], "
+            "seed=int(sys.argv[3]))))")
+    run = subprocess.run([sys.executable, "-c", code, method, os.path.abspath(data),
+                          str(seed)], cwd=tree, capture_output=True, text=True)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        if tree == _ROOT:
+            raise RuntimeError(f"speed of {method} failed:\n{run.stderr[-3000:]}")
+        print(f"{method}: no baseline measurement in {tree}: {run.stderr.strip()[-300:]}")
+        return None
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def commit_of(tree):
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree,
+                          capture_output=True, text=True).stdout.strip() or tree
