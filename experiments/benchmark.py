@@ -361,6 +361,15 @@ def write_readme_table(results):
             f"{'%.1f%%' % (100 * peer_acc) if peer_acc else 'n/a'} | "
             f"{r['train_seconds']:.0f} | {r['train_images_per_s']:.0f} | "
             f"{peer_speed or 'n/a'} |")
+    clustering = [(method, seed, run) for method in sorted(results)
+                  for seed, run in sorted(results[method].items(), key=lambda item: int(item[0]))
+                  if run.get("nmi") is not None]
+    if clustering:
+        lines += ["", "Deep-clustering runs, their own last E-step labels against the classes "
+                  "of the 10,000 training images:", "",
+                  "| method | seed | NMI | ARI | cluster accuracy |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {method} | {seed} | {run['nmi']:.3f} | {run['ari']:.3f} | "
+                  f"{100 * run['cluster_acc']:.1f}% |" for method, seed, run in clustering]
     _replace_between(START, END, lines)
 
 
