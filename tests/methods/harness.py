@@ -83,7 +83,7 @@ class Run:
     after: dict
 
 
-def fit_run(name, strategy, num_batches=2):
+def fit_run(name, strategy, num_batches=2, data_seed=0):
     """`train`, keeping the weights as built (before `fit`) and as fitted."""
     with strategy.scope():
         model = build(name)
@@ -94,7 +94,8 @@ def fit_run(name, strategy, num_batches=2):
         # the first trace, and a variable made in a trace makes tf.function
         # trace the whole step a second time: half of a one-replica fit.
         model.optimizer.build(model.trainable_variables)
-    history = model.fit(batches(num_batches, sizes=VIEW_SIZES.get(name)), epochs=1,
+    history = model.fit(batches(num_batches, seed=data_seed, sizes=VIEW_SIZES.get(name)),
+                        epochs=1,
                         verbose=0, shuffle=False, callbacks=callbacks_for(model))
     return Run(name, model, history.history, before, weights_by_path(model))
 

