@@ -1,11 +1,15 @@
-"""A tiny trained run shared by the train.py, evaluate.py and export.py tests."""
+"""A tiny trained run shared by the train.py, evaluate.py and export.py tests,
+and the runs those tests make on it, started together."""
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.experiments.test_train import CIFAR, TRAINED_RUN, _train
+from tests.experiments.test_evaluate import evaluate_checkpoint, evaluate_saved_model
+from tests.experiments.test_export import export_and_serve
+from tests.experiments.test_train import CIFAR, TRAINED_RUN, _train, resume_a_copy
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +28,71 @@ def trained_run(tmp_path_factory):
     process = _train(*TRAINED_RUN, f"--model_dir={folder / 'run'}",
                      f"--export_dir={folder / 'export'}")
     return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+class _RunsOnTrainedRun:
+    """The processes tests run on `trained_run`, as futures by the fixture that
+    hands each out. Each job is `job(trained_run, folder)` of its test module
+    and only reads the trained run; its test makes every assertion."""
+
+    JOBS = {"evaluated_checkpoint": evaluate_checkpoint,
+            "evaluated_saved_model": evaluate_saved_model,
+            "resumed_copy": resume_a_copy,
+            "exported_and_served": export_and_serve}
+
+    def __init__(self, executor, trained_run, tmp_path_factory):
+        self.executor, self.trained_run = executor, trained_run
+        self.tmp_path_factory = tmp_path_factory
+        self.futures = {}
+
+    def start(self, name):
+        """The future of job `name`, submitted on the first call."""
+        if name not in self.futures:
+            self.futures[name] = self.executor.submit(
+                self.JOBS[name], self.trained_run, self.tmp_path_factory.mktemp(name))
+        return self.futures[name]
+
+
+@pytest.fixture(scope="session")
+def runs_on_trained_run(request, trained_run, tmp_path_factory):
+    """Every job of `_RunsOnTrainedRun` that a collected test asks for, started
+    as soon as the trained run exists, two at a time.
+
+    Each of these processes spends most of its time on one core (importing
+    TensorFlow, decoding the CIFAR-10 test set, tracing), so on two cores
+    two of them take little longer than one: the long evaluate.py run of
+    every protocol runs beside the three shorter ones, where the tests would
+    otherwise wait for each in turn. A test run alone (-k) starts only its
+    own jobs.
+    """
+    wanted = [name for name in _RunsOnTrainedRun.JOBS
+              if any(name in item.fixturenames for item in request.session.items)]
+    with ThreadPoolExecutor(max_workers=2) as executor:
+        runs = _RunsOnTrainedRun(executor, trained_run, tmp_path_factory)
+        for name in wanted:  # the longest first
+            runs.start(name)
+        yield runs
+
+
+@pytest.fixture(scope="session")
+def evaluated_checkpoint(runs_on_trained_run):
+    """Future of test_evaluate.evaluate_checkpoint's (result, plot folder)."""
+    return runs_on_trained_run.start("evaluated_checkpoint")
+
+
+@pytest.fixture(scope="session")
+def evaluated_saved_model(runs_on_trained_run):
+    """Future of test_evaluate.evaluate_saved_model's process."""
+    return runs_on_trained_run.start("evaluated_saved_model")
+
+
+@pytest.fixture(scope="session")
+def resumed_copy(runs_on_trained_run):
+    """Future of test_train.resume_a_copy's JSON result."""
+    return runs_on_trained_run.start("resumed_copy")
+
+
+@pytest.fixture(scope="session")
+def exported_and_served(runs_on_trained_run):
+    """Future of test_export.export_and_serve's (result, images, serving process, outputs)."""
+    return runs_on_trained_run.start("exported_and_served")

@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -28,38 +27,32 @@ def _run(script, *args, check=True):
     return process
 
 
-@pytest.fixture(scope="module")
-def evaluations(trained_run, tmp_path_factory):
-    """Futures of evaluate.py on the trained run's checkpoint and on its SavedModel.
+# The two evaluate.py runs on the session's trained run. They start with the
+# other runs on it (tests/experiments/conftest.py, `runs_on_trained_run`),
+# each in its own folder; the tests below check one each.
 
-    Both start together: each run spends most of its time on one core
-    (importing TensorFlow, decoding the CIFAR-10 test set, tracing), so on two
-    cores the pair takes little longer than one. The tests below check one each.
-    """
-    folder = tmp_path_factory.mktemp("evaluations")
+def evaluate_checkpoint(trained_run, folder):
+    """Every protocol and the plots on the trained run's checkpoint: (result, plot folder)."""
+    plot_dir = folder / "plots"
+    return _run(EVALUATE, f"--checkpoint={trained_run['model_dir']}", f"--data={CIFAR}",
+                "--train_per_class=20", "--protocol=all", f"--plot={plot_dir}",
+                "--plot_max_points=200", "--linear_epochs=10", "--finetune_epochs=1",
+                "--finetune_batch_size=32"), plot_dir
+
+
+def evaluate_saved_model(trained_run, folder):
+    """kNN and semi on the trained run's SavedModel alone: the process."""
     # The SavedModel train.py --export_dir wrote (export.py writes the same,
     # through the same keras_ssl.export; test_export.py runs it), copied away
     # from the encoder.keras beside it.
     saved_model = shutil.copytree(trained_run["saved_model"], folder / "saved_model")
-    plot_dir = folder / "plots"
-    with ThreadPoolExecutor(max_workers=2) as executor:
-        yield {
-            "plot_dir": plot_dir,
-            "checkpoint": executor.submit(
-                _run, EVALUATE, f"--checkpoint={trained_run['model_dir']}", f"--data={CIFAR}",
-                "--train_per_class=20", "--protocol=all", f"--plot={plot_dir}",
-                "--plot_max_points=200", "--linear_epochs=10", "--finetune_epochs=1",
-                "--finetune_batch_size=32"),
-            "saved_model": executor.submit(
-                _run, EVALUATE, f"--saved_model={saved_model}", "--image_size=32",
+    return _run(EVALUATE, f"--saved_model={saved_model}", "--image_size=32",
                 f"--data={CIFAR}", "--train_per_class=20", "--protocol=knn,semi",
-                "--label_fractions=0.1", check=False),
-        }
+                "--label_fractions=0.1", check=False)
 
 
-def test_all_protocols_on_a_checkpoint(trained_run, evaluations):
-    plot_dir = evaluations["plot_dir"]
-    result = evaluations["checkpoint"].result()
+def test_all_protocols_on_a_checkpoint(trained_run, evaluated_checkpoint):
+    result, plot_dir = evaluated_checkpoint.result()
     assert result["protocols"] == ["knn", "linear", "semi", "cluster"]
     assert result["num_classes"] == 10 and result["train_images"] == 200
     assert result["test_images"] == 10000 and result["feature_dim"] == 16
@@ -81,10 +74,10 @@ def test_all_protocols_on_a_checkpoint(trained_run, evaluations):
     assert_real_png(plot_dir / "training_curves.png")
 
 
-def test_saved_model_alone(trained_run, evaluations):
+def test_saved_model_alone(trained_run, evaluated_saved_model):
     # Without encoder.keras beside it, a SavedModel cannot be fine-tuned: the
     # semi protocol falls back to a linear probe on frozen features and says so.
-    process = evaluations["saved_model"].result()
+    process = evaluated_saved_model.result()
     assert process.returncode == 0, process.stderr[-3000:]
     result = json.loads(process.stdout.strip().splitlines()[-1])
     assert result["semi_mode"] == "linear_frozen" and "frozen features" in process.stderr

@@ -33,16 +33,29 @@ print(features.dtype, features.shape, larger.shape)
 """
 
 
-@pytest.fixture(scope="module")
-def exported_run(trained_run, tmp_path_factory):
-    """export.py on the session's `trained_run`; returns its JSON result."""
-    export_dir = tmp_path_factory.mktemp("export") / "encoder"
-    return _run(EXPORT, f"--checkpoint={trained_run['model_dir']}", f"--export_dir={export_dir}")
+def export_and_serve(trained_run, folder):
+    """export.py on the session's `trained_run`, then its SavedModel served in
+    plain TensorFlow: (export.py's JSON result, the images, the serving process,
+    the served arrays by name, or None when it failed).
+
+    It starts with the other runs on the trained run (tests/experiments/
+    conftest.py, `runs_on_trained_run`).
+    """
+    result = _run(EXPORT, f"--checkpoint={trained_run['model_dir']}",
+                  f"--export_dir={folder / 'encoder'}")
+    images = np.random.default_rng(0).integers(0, 256, [5, 32, 32, 3], dtype=np.uint8)
+    np.save(folder / "images.npy", images)
+    process = subprocess.run(
+        [sys.executable, "-c", _SERVE_WITHOUT_KERAS_SSL, result["saved_model"],
+         str(folder / "images.npy"), str(folder / "served.npz")],
+        capture_output=True, text=True, cwd=folder, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    served = dict(np.load(folder / "served.npz")) if process.returncode == 0 else None
+    return result, images, process, served
 
 
-def test_export_serves_in_plain_tensorflow_and_matches_keras(trained_run, exported_run,
-                                                            tmp_path):
-    result = exported_run
+def test_export_serves_in_plain_tensorflow_and_matches_keras(trained_run, exported_and_served):
+    result, images, process, served = exported_and_served.result()
     export_dir = os.path.dirname(result["saved_model"])
     assert result["keras_encoder"] == os.path.join(export_dir, "encoder.keras")
     # The newest checkpoint of the run: one per epoch.
@@ -51,15 +64,7 @@ def test_export_serves_in_plain_tensorflow_and_matches_keras(trained_run, export
     assert result["image_size"] == 32 and result["feature_dim"] == 16
     assert os.path.isfile(os.path.join(result["saved_model"], "saved_model.pb"))
 
-    images = np.random.default_rng(0).integers(0, 256, [5, 32, 32, 3], dtype=np.uint8)
-    np.save(tmp_path / "images.npy", images)
-    process = subprocess.run(
-        [sys.executable, "-c", _SERVE_WITHOUT_KERAS_SSL, result["saved_model"],
-         str(tmp_path / "images.npy"), str(tmp_path / "served.npz")],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert process.returncode == 0, process.stderr[-3000:]
-    served = np.load(tmp_path / "served.npz")
     assert served["features"].dtype == np.float32 and served["features"].shape == (5, 16)
     assert served["larger"].shape == (2, 16) and np.isfinite(served["larger"]).all()
 

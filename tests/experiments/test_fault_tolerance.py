@@ -86,28 +86,108 @@ def last_json(process):
     return json.loads(process.stdout.strip().splitlines()[-1])
 
 
+def _uninterrupted_run(data_spec, model_dir):
+    result = last_json(run(train_command(data_spec, model_dir)))
+    assert result["epochs_run"] == EPOCHS
+    return model_dir, checkpoint_tensors(model_dir)
+
+
+def _damaged_run(data_spec, uninterrupted, model_dir):
+    shutil.copytree(uninterrupted.result()[0], model_dir)
+    damaged = model_dir / "checkpoints" / f"ckpt-{EPOCHS}.data-00000-of-00001"
+    with open(damaged, "r+b") as file:
+        file.truncate(os.path.getsize(damaged) // 2)
+    return model_dir, run(train_command(data_spec, model_dir))
+
+
+def _unreadable_run(data_spec, uninterrupted, model_dir):
+    shutil.copytree(uninterrupted.result()[0], model_dir)
+    return model_dir, run(train_command(data_spec, model_dir, "--backbone=resnet18",
+                                        "--width_multiplier=0.125"), check=False)
+
+
+def _nan_run(data_spec, model_dir):
+    # Step 25 is the 5th step of epoch 2 (20 steps an epoch).
+    return model_dir, run(train_command(data_spec, model_dir, "--debug_inject_nan_at_step=25"),
+                          check=False)
+
+
+class _Background:
+    """This module's train.py runs that no test has to watch, as futures by the
+    fixture that hands each out. The damaged and unreadable runs start from a
+    copy of the uninterrupted one, so they start its run too and wait for it."""
+
+    NAMES = ("uninterrupted", "damaged_run", "unreadable_run", "nan_run")
+
+    def __init__(self, executor, data_spec, folder):
+        self.executor, self.data_spec, self.folder = executor, data_spec, folder
+        self.futures = {}
+
+    def start(self, name):
+        """The future of run `name`, submitted on the first call."""
+        if name not in self.futures:
+            if name == "uninterrupted":
+                args = (_uninterrupted_run, self.data_spec)
+            elif name == "nan_run":
+                args = (_nan_run, self.data_spec)
+            else:
+                job = _damaged_run if name == "damaged_run" else _unreadable_run
+                args = (job, self.data_spec, self.start("uninterrupted"))
+            self.futures[name] = self.executor.submit(*args, self.folder / name)
+        return self.futures[name]
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(data_spec, tmp_path_factory):
-    """The run never stopped: a future of (its model_dir, its newest checkpoint's tensors).
+def background(request, data_spec, tmp_path_factory):
+    """The background runs, all started when first requested.
 
-    It starts in the background when first requested, so it runs beside that
-    test's own train.py processes: each spends most of its time on one core
-    (importing TensorFlow, tracing), so on two cores the wait for it mostly
-    disappears. Tests take `uninterrupted.result()` when they need it.
+    Each train.py run spends most of its time on one core (importing
+    TensorFlow, tracing), so on two cores the runs mostly overlap one
+    another and the SIGKILL test's own two runs, instead of each test
+    waiting for its own. Only the runs some collected test of this module
+    asks for start at once (a test run alone with -k starts its own, and the
+    uninterrupted run it compares with; so does each pytest-xdist worker,
+    whose `session.items` are the whole collection). Assertions about a run
+    stay in its test, which takes `.result()` of its future.
     """
-    model_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    wanted = [] if os.environ.get("PYTEST_XDIST_WORKER") else [
+        name for name in _Background.NAMES
+        if any(item.path == request.node.path and name in item.fixturenames
+               for item in request.session.items)]
+    with ThreadPoolExecutor(max_workers=len(_Background.NAMES)) as executor:
+        runs = _Background(executor, data_spec, tmp_path_factory.mktemp("background"))
+        for name in wanted:
+            runs.start(name)
+        yield runs
 
-    def train():
-        result = last_json(run(train_command(data_spec, model_dir)))
-        assert result["epochs_run"] == EPOCHS
-        return model_dir, checkpoint_tensors(model_dir)
 
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        yield executor.submit(train)
+@pytest.fixture(scope="module")
+def uninterrupted(background):
+    """The run never stopped: a future of (its model_dir, its newest checkpoint's tensors)."""
+    return background.start("uninterrupted")
+
+
+@pytest.fixture(scope="module")
+def damaged_run(background):
+    """A copy of the uninterrupted run, its newest checkpoint truncated to half, run
+    again: a future of (model_dir, process)."""
+    return background.start("damaged_run")
+
+
+@pytest.fixture(scope="module")
+def unreadable_run(background):
+    """A copy of the uninterrupted run, run again with another backbone: a future of
+    (model_dir, process)."""
+    return background.start("unreadable_run")
+
+
+@pytest.fixture(scope="module")
+def nan_run(background):
+    """A fresh run whose loss turns NaN at global step 25: a future of (model_dir, process)."""
+    return background.start("nan_run")
 
 
 # ---- SIGKILL and resume ------------------------------------------------------------------
-# First in the file: it starts `uninterrupted`, which trains beside its two runs.
 
 def test_sigkill_during_an_epoch_then_rerun_ends_with_the_uninterrupted_weights(
         data_spec, uninterrupted, tmp_path):
@@ -137,27 +217,16 @@ def test_sigkill_during_an_epoch_then_rerun_ends_with_the_uninterrupted_weights(
     assert_same_tensors(checkpoint_tensors(model_dir), uninterrupted.result()[1])
 
 
-def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(
-        data_spec, uninterrupted, tmp_path):
-    model_dir = tmp_path / "run"
-    shutil.copytree(uninterrupted.result()[0], model_dir)
-    damaged = model_dir / "checkpoints" / f"ckpt-{EPOCHS}.data-00000-of-00001"
-    with open(damaged, "r+b") as file:
-        file.truncate(os.path.getsize(damaged) // 2)
-
-    process = run(train_command(data_spec, model_dir))
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(uninterrupted, damaged_run):
+    model_dir, process = damaged_run.result()
     assert f"ckpt-{EPOCHS}" in process.stderr and "falling back" in process.stderr
     resumed = last_json(process)
     assert resumed["initial_epoch"] == EPOCHS - 1 and resumed["epochs_run"] == 1
     assert_same_tensors(checkpoint_tensors(model_dir), uninterrupted.result()[1])
 
 
-def test_unreadable_checkpoints_of_another_model_stop_with_one_clear_error(
-        data_spec, uninterrupted, tmp_path):
-    model_dir = tmp_path / "run"
-    shutil.copytree(uninterrupted.result()[0], model_dir)
-    process = run(train_command(data_spec, model_dir, "--backbone=resnet18",
-                                "--width_multiplier=0.125"), check=False)
+def test_unreadable_checkpoints_of_another_model_stop_with_one_clear_error(unreadable_run):
+    _, process = unreadable_run.result()
     assert process.returncode == 2
     assert "train.py: error:" in process.stderr and "--model_dir" in process.stderr
     assert "Traceback" not in process.stderr
@@ -165,11 +234,8 @@ def test_unreadable_checkpoints_of_another_model_stop_with_one_clear_error(
 
 # ---- NaN loss ----------------------------------------------------------------------------
 
-def test_nan_loss_stops_without_checkpointing_the_bad_step(data_spec, tmp_path):
-    model_dir = tmp_path / "run"
-    # Step 25 is the 5th step of epoch 2 (20 steps an epoch).
-    process = run(train_command(data_spec, model_dir, "--debug_inject_nan_at_step=25"),
-                  check=False)
+def test_nan_loss_stops_without_checkpointing_the_bad_step(nan_run):
+    model_dir, process = nan_run.result()
     assert process.returncode == 1
     errors = [line for line in process.stderr.splitlines() if line.startswith("train.py: error:")]
     assert len(errors) == 1 and "global step 25" in errors[0] and "epoch 2" in errors[0]

@@ -30,7 +30,19 @@ def _train(*args, check=True):
     return process
 
 
-def test_train_prints_json_resumes_and_exports(trained_run, tmp_path):
+def resume_a_copy(trained_run, folder):
+    """The trained run's command again, on a copy of its model_dir: its JSON result.
+
+    It starts with the other runs on the trained run (tests/experiments/
+    conftest.py, `runs_on_trained_run`); the copy leaves the shared run as
+    the other tests expect it.
+    """
+    model_dir = shutil.copytree(trained_run["model_dir"], folder / "run")
+    return json.loads(_train(*TRAINED_RUN, f"--model_dir={model_dir}")
+                      .stdout.strip().splitlines()[-1])
+
+
+def test_train_prints_json_resumes_and_exports(trained_run, resumed_copy):
     # The session's shared run is this test's first train.py run (one
     # training subprocess fewer in the suite); it is only read here.
     result = trained_run
@@ -41,11 +53,8 @@ def test_train_prints_json_resumes_and_exports(trained_run, tmp_path):
     assert os.path.exists(os.path.join(result["model_dir"], "checkpoints", "checkpoint"))
 
     # The same command again resumes after the last epoch: nothing to train,
-    # and the kNN of the restored encoder equals the one just reported. It
-    # runs on a copy, which leaves the shared run as the other tests expect it.
-    model_dir = shutil.copytree(result["model_dir"], tmp_path / "run")
-    again = json.loads(_train(*TRAINED_RUN, f"--model_dir={model_dir}")
-                       .stdout.strip().splitlines()[-1])
+    # and the kNN of the restored encoder equals the one just reported.
+    again = resumed_copy.result()
     assert again["epochs_run"] == 0
     assert again["knn_top1"] == pytest.approx(result["knn_top1"])
 
