@@ -255,7 +255,7 @@ def _write_speed_table(results):
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for method in methods:
         r = results[method]
-        base = registry.base_name(method) if method in registry.METHODS else method
+        base = _base_method(registry, method) if method in registry.METHODS else method
         vs_base = (f"{r['train_images_per_s'] / results[base]['train_images_per_s']:.2f}x "
                    f"{base}" if base != method and base in results else "")
         peer = LIGHTLY.get(method, (None, None))[1]
@@ -279,6 +279,16 @@ def _write_speed_table(results):
                      f"({', '.join(machine['extensions']) or 'no AVX2'}); lightly's figures "
                      "come from published-results.md, measured on another machine.")
     _replace_between(SPEED_START, SPEED_END, lines)
+
+
+def _base_method(registry, method):
+    """What `method` builds on: the method it presets, else the one its class extends."""
+    base = registry.base_name(method)
+    if base != method:
+        return base
+    parent = registry.method_class(method).__mro__[1]
+    return next((name for name, klass in registry.METHODS.items()
+                 if klass is parent and name not in registry.PRESETS), method)
 
 
 def run_floor():
