@@ -12,9 +12,10 @@ of epoch e, after the table is ready for e (`NeighbourTable.lookup`),
    (`keras_ssl.augment.cutmix`).
 
 The element then also carries the mixed view (appended after the recipe's
-views), "neighbour_index" (int64 [b]) and "mix_ratio" (float32 [b], the exact
+views), "neighbour_index" (int64 [b]), "mix_ratio" (float32 [b], the exact
 share of the mixed view's pixels that come from the anchor; 1 where the
-neighbour is the anchor itself, which is then left unmixed).
+neighbour is the anchor itself, which is then left unmixed) and
+"neighbour_view" (the neighbour's whole view, before the paste).
 
 All draws are stateless, from the batch's augmentation seed folded with the
 stream numbers below, so the same seed gives the same neighbours, boxes and
@@ -88,4 +89,5 @@ class NeighbourMixing:
             tf.random.experimental.stateless_fold_in(seed, _BOX_STREAM), alpha=self.alpha,
             unmixed=tf.equal(batch["neighbour_index"], batch["index"]))
         return {**element, "views": views + (mixed,),
-                "neighbour_index": batch["neighbour_index"], "mix_ratio": mix_ratio}
+                "neighbour_index": batch["neighbour_index"], "mix_ratio": mix_ratio,
+                "neighbour_view": neighbour_views}

@@ -27,10 +27,13 @@ class MixedBatch(Batch):
             (the row's own index where it had none), or None without mixing.
         mix_ratio: float32 [B] share of the mixed view's pixels from the
             anchor, or None without mixing.
+        neighbour_view: [B, h, w, 3] the neighbour's view before the paste,
+            or None.
     """
 
     neighbour_index: Optional[tf.Tensor] = None
     mix_ratio: Optional[tf.Tensor] = None
+    neighbour_view: Optional[tf.Tensor] = None
 
     @classmethod
     def from_element(cls, element):
@@ -41,6 +44,7 @@ class MixedBatch(Batch):
         if isinstance(element, dict) and element.get("mix_ratio") is not None:
             fields["neighbour_index"] = tf.cast(element["neighbour_index"], tf.int64)
             fields["mix_ratio"] = tf.cast(element["mix_ratio"], tf.float32)
+            fields["neighbour_view"] = element.get("neighbour_view")
         return cls(**fields)
 
 
@@ -110,11 +114,13 @@ class CLIM(MoCo):
     * The mixed image is a query: it is the neighbour pasted into the
       anchor's query view (in view space, after both are augmented), and
       the keys stay unmixed.
-    * The second positive k_neighbour is the neighbour's memory-bank row
-      (its EMA key from its last visit, at most an epoch old) rather than a
-      key of a neighbour view computed in the step: no extra key-encoder
-      pass or pipeline view. Where the neighbour is the anchor, the
-      anchor's own key is used, so the term is plain InfoNCE.
+    * The second positive k_neighbour is, by default, the neighbour's
+      memory-bank row (its EMA key from its last visit, at most an epoch
+      old): no extra key-encoder pass. `neighbour_key="fresh"` takes instead
+      the key encoder's key of the neighbour's view in this step (the view
+      whose box is pasted), one more key-encoder pass. Where the neighbour
+      is the anchor, the anchor's own key is used, so the term is plain
+      InfoNCE.
     * One neighbour per anchor and step, drawn uniformly from its candidates.
     * The mixture term is added to MoCo's loss with weight 1.
     * Multi-resolution: the query view resized to the recipe's extra sides
@@ -140,6 +146,8 @@ class CLIM(MoCo):
         mix_alpha: CutMix's Beta(alpha, alpha) parameter.
         mix_loss_weight: weight of the mixture term.
         kmeans_iterations: most Lloyd iterations of each refresh.
+        neighbour_key: the neighbour's positive, "bank" (its memory-bank
+            row) or "fresh" (the key of its view in this step).
         seed: seeds of the queue, bank and k-means.
         **kwargs: `MoCo`'s arguments (temperature, queue_size, momentum,
             projection_hidden_dim, shuffle_bn, ...; not `symmetric` or
@@ -160,7 +168,7 @@ class CLIM(MoCo):
 
     def __init__(self, encoder, *, num_examples=None, projection_dim=128, num_neighbours=10,
                  num_clusters=100, mixing_start_epoch=1, mix_alpha=1.0, mix_loss_weight=1.0,
-                 kmeans_iterations=100, seed=0, **kwargs):
+                 kmeans_iterations=100, neighbour_key="bank", seed=0, **kwargs):
         super().__init__(encoder, projection_dim=projection_dim, seed=seed, **kwargs)
         if self.symmetric or self.shared_key_view is not None:
             raise ValueError("CLIM's queries are the query view, its resized copies and the "
@@ -175,6 +183,9 @@ class CLIM(MoCo):
         self.mix_alpha = float(mix_alpha)
         self.mix_loss_weight = float(mix_loss_weight)
         self.kmeans_iterations = int(kmeans_iterations)
+        if neighbour_key not in ("bank", "fresh"):
+            raise ValueError(f'neighbour_key must be "bank" or "fresh", got {neighbour_key!r}.')
+        self.neighbour_key = neighbour_key
         self.memory = IndexedBank(self.num_examples, projection_dim, momentum=0.0, seed=seed,
                                   name="memory")
         self.neighbour_table = NeighbourTable(self.num_examples, num_neighbours,
@@ -268,10 +279,16 @@ class CLIM(MoCo):
                           "neighbours=model.neighbour_mixing(recipe)).", stacklevel=2)
             return outputs
         key = tf.math.l2_normalize(tf.cast(key, tf.float32), axis=1)
-        bank_rows = tf.gather(self.memory.read(), batch.neighbour_index)
+        if self.neighbour_key == "fresh":
+            if batch.neighbour_view is None:
+                raise ValueError('neighbour_key="fresh" needs the pipeline\'s "neighbour_view".')
+            partners = tf.math.l2_normalize(
+                tf.cast(self._keys(batch.neighbour_view, ctx), tf.float32), axis=1)
+        else:
+            partners = tf.gather(self.memory.read(), batch.neighbour_index)
         unmixed = tf.equal(batch.neighbour_index, batch.index)[:, None]
         return dataclasses.replace(outputs, mixed_query=projections[-1],
-                                   partner_keys=tf.where(unmixed, key, bank_rows),
+                                   partner_keys=tf.where(unmixed, key, partners),
                                    mix_ratio=batch.mix_ratio)
 
     def loss(self, outputs, ctx):

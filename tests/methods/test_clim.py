@@ -15,7 +15,7 @@ from keras_ssl.checkpointing import EpochCheckpoint
 from keras_ssl.data import Split, distributed_train_dataset, train_dataset
 from keras_ssl.losses import info_nce_loss
 from keras_ssl.losses.image_mixture import image_mixture_nce_loss
-from keras_ssl.methods import RunContext, clim
+from keras_ssl.methods import RunContext, StepContext, clim
 from tests.methods import harness
 
 EPOCHS, STEPS, BATCH, EXAMPLES = 3, 4, 8, 32
@@ -101,6 +101,32 @@ def test_a_mixed_step_splits_the_mixed_query_s_loss_by_lambda():
     assert float(logs["mixed_share"]) == pytest.approx(np.mean(1 - ratio), rel=1e-5)
     # After the step the bank holds the batch's normalised keys (momentum 0).
     np.testing.assert_allclose(model.memory.read().numpy()[index], key, atol=1e-5)
+
+
+def test_a_fresh_neighbour_key_is_the_key_encoder_s_key_of_the_neighbour_view():
+    model = _build(neighbour_key="fresh")
+    rng = np.random.default_rng(3)
+    views = tuple(rng.uniform(size=(BATCH, side, side, 3)).astype("float32")
+                  for side in (16, 16, 12, 16))
+    neighbour_view = rng.uniform(size=(BATCH, 16, 16, 3)).astype("float32")
+    index = np.arange(BATCH, dtype="int64")
+    neighbour = np.where(index % 2 == 0, index, (index + 5) % EXAMPLES)
+    element = {"views": views, "index": index, "label": index % 3,
+               "neighbour_index": neighbour, "neighbour_view": neighbour_view,
+               "mix_ratio": np.where(neighbour == index, 1.0, 0.5).astype("float32")}
+    batch = clim.MixedBatch.from_element(element)
+    ctx = StepContext.at(0, steps_per_epoch=STEPS, seed=0, training=False)
+    outputs = model.forward(batch, ctx)
+    fresh = _unit(model.key_projector(model.key_encoder(neighbour_view, training=False),
+                                      training=False).numpy())
+    key = _unit(outputs.keys[0].numpy())
+    expected = np.where((neighbour == index)[:, None], key, fresh)
+    np.testing.assert_allclose(outputs.partner_keys.numpy(), expected, atol=1e-5)
+    # Not the bank rows the default takes.
+    assert not np.allclose(outputs.partner_keys.numpy()[1::2],
+                           model.memory.read().numpy()[neighbour[1::2]], atol=1e-3)
+    with pytest.raises(ValueError, match="neighbour_key"):
+        _build(neighbour_key="queue")
 
 
 def _split():
