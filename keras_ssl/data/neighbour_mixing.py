@@ -14,8 +14,8 @@ of epoch e, after the table is ready for e (`NeighbourTable.lookup`),
 The element then also carries the mixed view (appended after the recipe's
 views), "neighbour_index" (int64 [b]), "mix_ratio" (float32 [b], the exact
 share of the mixed view's pixels that come from the anchor; 1 where the
-neighbour is the anchor itself, which is then left unmixed) and
-"neighbour_view" (the neighbour's whole view, before the paste).
+neighbour is the anchor itself, which is then left unmixed) and, when
+asked for, "neighbour_view" (the neighbour's whole view, before the paste).
 
 All draws are stateless, from the batch's augmentation seed folded with the
 stream numbers below, so the same seed gives the same neighbours, boxes and
@@ -45,6 +45,9 @@ class NeighbourMixing:
             query view's), which also fixes the mixed view's size.
         mix_view: index of the recipe view the neighbour is pasted into.
         alpha: CutMix's lambda ~ Beta(alpha, alpha) (1.0: uniform).
+        keep_neighbour_view: also hand the neighbour's view on, as
+            "neighbour_view" (one more view per step to the model: only for
+            a method that encodes it).
 
     Example:
     >>> mixing = model.neighbour_mixing(recipe)  # a CLIM model and its view recipe
@@ -56,6 +59,7 @@ class NeighbourMixing:
     view: ViewConfig
     mix_view: int = 0
     alpha: float = 1.0
+    keep_neighbour_view: bool = False
 
     def check_split(self, num_examples):
         """Raises unless the table has one row per example of the split."""
@@ -88,6 +92,8 @@ class NeighbourMixing:
             views[self.mix_view], neighbour_views,
             tf.random.experimental.stateless_fold_in(seed, _BOX_STREAM), alpha=self.alpha,
             unmixed=tf.equal(batch["neighbour_index"], batch["index"]))
-        return {**element, "views": views + (mixed,),
-                "neighbour_index": batch["neighbour_index"], "mix_ratio": mix_ratio,
-                "neighbour_view": neighbour_views}
+        mixed_element = {**element, "views": views + (mixed,),
+                         "neighbour_index": batch["neighbour_index"], "mix_ratio": mix_ratio}
+        if self.keep_neighbour_view:
+            mixed_element["neighbour_view"] = neighbour_views
+        return mixed_element

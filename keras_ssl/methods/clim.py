@@ -197,10 +197,11 @@ class CLIM(MoCo):
         """The pipeline stage of `train_dataset(neighbours=...)` for view recipe `recipe`.
 
         The neighbours are pasted into view 0 (the query) and augmented with
-        its settings.
+        its settings; their views come along for `neighbour_key="fresh"`.
         """
         return NeighbourMixing(self.neighbour_table, recipe.views[0], mix_view=0,
-                               alpha=self.mix_alpha)
+                               alpha=self.mix_alpha,
+                               keep_neighbour_view=self.neighbour_key == "fresh")
 
     def refresh_neighbours(self, epoch):
         """The epoch hook: re-selects the neighbours from the bank when due, marks the table ready.

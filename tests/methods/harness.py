@@ -95,8 +95,7 @@ def fit_run(name, strategy, num_batches=2, data_seed=0):
         # trace the whole step a second time: half of a one-replica fit.
         model.optimizer.build(model.trainable_variables)
     history = model.fit(batches(num_batches, seed=data_seed, sizes=VIEW_SIZES.get(name)),
-                        epochs=1,
-                        verbose=0, shuffle=False, callbacks=callbacks_for(model))
+                        epochs=1, verbose=0, shuffle=False, callbacks=callbacks_for(model))
     return Run(name, model, history.history, before, weights_by_path(model))
 
 

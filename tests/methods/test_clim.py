@@ -127,6 +127,13 @@ def test_a_fresh_neighbour_key_is_the_key_encoder_s_key_of_the_neighbour_view():
                            model.memory.read().numpy()[neighbour[1::2]], atol=1e-3)
     with pytest.raises(ValueError, match="neighbour_key"):
         _build(neighbour_key="queue")
+    # The pipeline hands the neighbour views on only to a model that encodes them.
+    for needs_view, built in ((True, model), (False, _build())):
+        built.neighbour_table.release()
+        element = next(iter(_dataset(built)))
+        assert ("neighbour_view" in element) == needs_view
+        if needs_view:
+            assert element["neighbour_view"].shape == element["views"][0].shape
 
 
 def _split():
