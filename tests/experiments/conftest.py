@@ -1,12 +1,13 @@
 """A tiny trained run shared by the train.py, evaluate.py and export.py tests,
 and the runs those tests make on it, started together."""
 
+import functools
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.experiments.background_runs import started_runs
 from tests.experiments.test_evaluate import evaluate_checkpoint, evaluate_saved_model
 from tests.experiments.test_export import export_and_serve
 from tests.experiments.test_train import CIFAR, TRAINED_RUN, _train, resume_a_copy
@@ -30,47 +31,25 @@ def trained_run(tmp_path_factory):
     return json.loads(process.stdout.strip().splitlines()[-1])
 
 
-class _RunsOnTrainedRun:
-    """The processes tests run on `trained_run`, as futures by the fixture that
-    hands each out. Each job is `job(trained_run, folder)` of its test module
-    and only reads the trained run; its test makes every assertion."""
-
-    JOBS = {"evaluated_checkpoint": evaluate_checkpoint,
-            "evaluated_saved_model": evaluate_saved_model,
-            "resumed_copy": resume_a_copy,
-            "exported_and_served": export_and_serve}
-
-    def __init__(self, executor, trained_run, tmp_path_factory):
-        self.executor, self.trained_run = executor, trained_run
-        self.tmp_path_factory = tmp_path_factory
-        self.futures = {}
-
-    def start(self, name):
-        """The future of job `name`, submitted on the first call."""
-        if name not in self.futures:
-            self.futures[name] = self.executor.submit(
-                self.JOBS[name], self.trained_run, self.tmp_path_factory.mktemp(name))
-        return self.futures[name]
+# The processes tests run on `trained_run`: `job(trained_run, folder)` of
+# their test modules, each only reading the trained run.
+_RUNS_ON_TRAINED_RUN = {"evaluated_checkpoint": evaluate_checkpoint,
+                        "evaluated_saved_model": evaluate_saved_model,
+                        "resumed_copy": resume_a_copy,
+                        "exported_and_served": export_and_serve}
 
 
 @pytest.fixture(scope="session")
 def runs_on_trained_run(request, trained_run, tmp_path_factory):
-    """Every job of `_RunsOnTrainedRun` that a collected test asks for, started
-    as soon as the trained run exists, two at a time.
-
-    Each of these processes spends most of its time on one core (importing
-    TensorFlow, decoding the CIFAR-10 test set, tracing), so on two cores
-    two of them take little longer than one: the long evaluate.py run of
-    every protocol runs beside the three shorter ones, where the tests would
-    otherwise wait for each in turn. A test run alone (-k) starts only its
-    own jobs.
+    """Every run on the trained run that a collected test asks for, started as
+    soon as the trained run exists, two at a time (`background_runs`): the
+    long evaluate.py run of every protocol runs beside the three shorter
+    ones, where the tests would otherwise wait for each in turn. A test run
+    alone (-k) starts only its own.
     """
-    wanted = [name for name in _RunsOnTrainedRun.JOBS
-              if any(name in item.fixturenames for item in request.session.items)]
-    with ThreadPoolExecutor(max_workers=2) as executor:
-        runs = _RunsOnTrainedRun(executor, trained_run, tmp_path_factory)
-        for name in wanted:  # the longest first
-            runs.start(name)
+    jobs = {name: (functools.partial(job, trained_run), ())
+            for name, job in _RUNS_ON_TRAINED_RUN.items()}  # the longest first
+    with started_runs(request, jobs, tmp_path_factory.mktemp, max_workers=2) as runs:
         yield runs
 
 

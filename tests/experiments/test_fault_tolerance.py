@@ -6,13 +6,13 @@ here; the last tests check in-process that a checkpoint holds every
 variable of the stateful methods and of their optimizer.
 """
 
+import functools
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -22,6 +22,7 @@ from keras_ssl import backbones, methods
 from keras_ssl.checkpointing import EpochCheckpoint
 from keras_ssl.methods import RunContext
 from keras_ssl.training import make_optimizer
+from tests.experiments.background_runs import started_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "experiments", "train.py")
@@ -112,52 +113,26 @@ def _nan_run(data_spec, model_dir):
                           check=False)
 
 
-class _Background:
-    """This module's train.py runs that no test has to watch, as futures by the
-    fixture that hands each out. The damaged and unreadable runs start from a
-    copy of the uninterrupted one, so they start its run too and wait for it."""
-
-    NAMES = ("uninterrupted", "damaged_run", "unreadable_run", "nan_run")
-
-    def __init__(self, executor, data_spec, folder):
-        self.executor, self.data_spec, self.folder = executor, data_spec, folder
-        self.futures = {}
-
-    def start(self, name):
-        """The future of run `name`, submitted on the first call."""
-        if name not in self.futures:
-            if name == "uninterrupted":
-                args = (_uninterrupted_run, self.data_spec)
-            elif name == "nan_run":
-                args = (_nan_run, self.data_spec)
-            else:
-                job = _damaged_run if name == "damaged_run" else _unreadable_run
-                args = (job, self.data_spec, self.start("uninterrupted"))
-            self.futures[name] = self.executor.submit(*args, self.folder / name)
-        return self.futures[name]
-
-
 @pytest.fixture(scope="module")
 def background(request, data_spec, tmp_path_factory):
-    """The background runs, all started when first requested.
-
-    Each train.py run spends most of its time on one core (importing
-    TensorFlow, tracing), so on two cores the runs mostly overlap one
-    another and the SIGKILL test's own two runs, instead of each test
-    waiting for its own. Only the runs some collected test of this module
-    asks for start at once (a test run alone with -k starts its own, and the
-    uninterrupted run it compares with; so does each pytest-xdist worker,
-    whose `session.items` are the whole collection). Assertions about a run
-    stay in its test, which takes `.result()` of its future.
+    """This module's train.py runs that no test has to watch, all started when
+    first requested (`background_runs`), so that they overlap one another and
+    the SIGKILL test's own two runs instead of each test waiting for its own.
+    The damaged and unreadable runs start from a copy of the uninterrupted
+    one, so they start its run too and wait for it. Only the runs some
+    collected test of this module asks for start at once (a test run alone
+    with -k starts its own, and the uninterrupted run it compares with).
+    Assertions about a run stay in its test, which takes `.result()` of its
+    future.
     """
-    wanted = [] if os.environ.get("PYTEST_XDIST_WORKER") else [
-        name for name in _Background.NAMES
-        if any(item.path == request.node.path and name in item.fixturenames
-               for item in request.session.items)]
-    with ThreadPoolExecutor(max_workers=len(_Background.NAMES)) as executor:
-        runs = _Background(executor, data_spec, tmp_path_factory.mktemp("background"))
-        for name in wanted:
-            runs.start(name)
+    jobs = {"uninterrupted": (functools.partial(_uninterrupted_run, data_spec), ()),
+            "damaged_run": (functools.partial(_damaged_run, data_spec), ("uninterrupted",)),
+            "unreadable_run": (functools.partial(_unreadable_run, data_spec),
+                               ("uninterrupted",)),
+            "nan_run": (functools.partial(_nan_run, data_spec), ())}
+    folder = tmp_path_factory.mktemp("background")
+    with started_runs(request, jobs, lambda name: folder / name, max_workers=len(jobs),
+                      module_only=True) as runs:
         yield runs
 
 
