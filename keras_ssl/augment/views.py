@@ -15,6 +15,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from keras_ssl.augment import background
 from keras_ssl.augment import blur as blur_lib
 from keras_ssl.augment import color
 from keras_ssl.augment import common
@@ -25,8 +26,10 @@ from keras_ssl.augment import geometry
 # blur on the CPU protocol) does not change the random numbers of the others.
 # The flip draws from the crop's seed: it is fused into the crop. Slots are only
 # ever appended: `stateless_split` with one more slot keeps the first ones, so
-# views without erasing are the same numbers as before the slot existed.
-_CROP, _JITTER, _GRAY, _BLUR, _SOLARIZE, _ERASE = range(6)
+# views without erasing are the same numbers as before the slot existed. The
+# background ops (`keras_ssl.augment.background_views`) draw from the last slot.
+_CROP, _JITTER, _GRAY, _BLUR, _SOLARIZE, _ERASE, BACKGROUND_SLOT = range(7)
+NUM_SEED_SLOTS = 7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,18 +114,48 @@ class ViewConfig:
             float32 ``[num_copies * B, size, size, 3]`` in ``[0, 1]``; copy
             ``j`` of image ``b`` is row ``j * B + b``.
         """
-        seeds = common.split_seed(seed, 6)
-        brightness, contrast, saturation, hue = self.jitter
-        # The flip rides along with the crop (a mirrored box), saving a pass.
-        views = geometry.random_resized_crop(
+        return self.photometric(self.crop(images, seed, num_copies), seed)
+
+    def crop(self, images, seed, num_copies=1):
+        """The first stage of `apply`: the random resized crop, with the flip fused in."""
+        return geometry.random_resized_crop(
             images,
-            seeds[_CROP],
+            common.split_seed(seed, NUM_SEED_SLOTS)[_CROP],
             size=self.size,
             scale=self.crop_scale,
             ratio=self.crop_ratio,
             flip_probability=self.flip_probability,
             num_crops=num_copies,
         )
+
+    def co_crop(self, images, masks, seed, num_copies=1):
+        """`crop` of the images and, with the same boxes and flips, of their masks.
+
+        The image crops are bit for bit those of `crop` with the same seed.
+
+        Returns:
+            ``(crops [num_copies * B, size, size, 3], mask_crops [..., 1])``.
+        """
+        return background.co_random_resized_crop(
+            images,
+            masks,
+            common.split_seed(seed, NUM_SEED_SLOTS)[_CROP],
+            size=self.size,
+            scale=self.crop_scale,
+            ratio=self.crop_ratio,
+            flip_probability=self.flip_probability,
+            num_crops=num_copies,
+        )
+
+    def photometric(self, views, seed):
+        """The second stage of `apply`: colour ops, blur, solarize, erasing, in that order.
+
+        Args:
+            views: float32 ``[N, size, size, 3]`` crops (of `crop`).
+            seed: the seed the crops were made with.
+        """
+        seeds = common.split_seed(seed, NUM_SEED_SLOTS)
+        brightness, contrast, saturation, hue = self.jitter
         views = color.color_jitter(
             views,
             seeds[_JITTER],
@@ -166,6 +199,10 @@ class ViewRecipe:
 
     Args:
         views: one `ViewConfig` per output view.
+        background: a `keras_ssl.augment.background_views.BackgroundConfig`
+            (or its config dict), or None. With one, every call needs the
+            batch's foreground masks, which are co-cropped with the images;
+            see `keras_ssl.augment.background_views.make_views`.
 
     Example:
 
@@ -175,6 +212,7 @@ class ViewRecipe:
     """
 
     views: tuple
+    background: object = None
 
     def __post_init__(self):
         views = tuple(
@@ -183,6 +221,14 @@ class ViewRecipe:
         if not views:
             raise ValueError("A ViewRecipe needs at least one view.")
         object.__setattr__(self, "views", views)
+        if self.background is not None:
+            from keras_ssl.augment import background_views  # it imports this module
+
+            config = self.background
+            if not isinstance(config, background_views.BackgroundConfig):
+                config = background_views.BackgroundConfig.from_config(config)
+            config.check_views(views)
+            object.__setattr__(self, "background", config)
 
     @property
     def num_views(self):
@@ -193,40 +239,69 @@ class ViewRecipe:
         return tuple(view.size for view in self.views)
 
     def get_config(self):
-        return {"views": [view.get_config() for view in self.views]}
+        config = {"views": [view.get_config() for view in self.views]}
+        if self.background is not None:
+            config["background"] = self.background.get_config()
+        return config
 
     @classmethod
     def from_config(cls, config):
-        return cls(views=tuple(ViewConfig.from_config(v) for v in config["views"]))
+        return cls(views=tuple(ViewConfig.from_config(v) for v in config["views"]),
+                   background=config.get("background"))
 
     @tf.autograph.experimental.do_not_convert  # static Python only; see common.batched
-    def __call__(self, images, seed):
+    def __call__(self, images, seed, masks=None):
         """Makes every view of a batch.
 
         Args:
             images: ``[B, H, W, 3]`` (or ``[H, W, 3]``) uint8 in ``[0, 255]``, or
                 float already in ``[0, 1]``.
             seed: integer tensor of shape ``[2]``.
+            masks: the images' foreground masks ``[B, h, w]`` (uint8, 255 on
+                the foreground, any side: they are resized to the images'),
+                needed when the recipe has a `background`; ignored otherwise.
 
         Returns:
-            A tuple of float32 ``[B, size_i, size_i, 3]`` tensors in ``[0, 1]``.
+            A tuple of float32 ``[B, size_i, size_i, 3]`` tensors in ``[0, 1]``;
+            with BG_Swaps, a dict (`background_views.make_views`).
         """
         images = tf.convert_to_tensor(images)
         if images.shape.rank == 3:
-            return tuple(view[0] for view in self(images[tf.newaxis], seed))
+            one = self(images[tf.newaxis], seed,
+                       None if masks is None else tf.convert_to_tensor(masks)[tf.newaxis])
+            if isinstance(one, dict):
+                return {key: (tuple(v[0] for v in value) if isinstance(value, tuple)
+                              else value[0]) for key, value in one.items()}
+            return tuple(view[0] for view in one)
         # Convert once for all views rather than once per view.
         if images.dtype.is_integer:
             images = tf.cast(images, tf.float32) * (1.0 / 255.0)
         else:
             images = tf.cast(images, tf.float32)
         seed = tf.cast(seed, tf.int32)
-        groups = {}  # config -> indices of the views that use it
-        for index, view in enumerate(self.views):
-            groups.setdefault(view, []).append(index)
+        if self.background is not None:
+            from keras_ssl.augment import background_views
+
+            return background_views.make_views(self, images, masks, seed)
         outputs = [None] * self.num_views
-        for view, indices in groups.items():
-            group_seed = tf.random.experimental.stateless_fold_in(seed, indices[0])
-            crops = view.apply(images, group_seed, num_copies=len(indices))
+        for view, indices in self.view_groups().items():
+            crops = view.apply(images, self.group_seed(seed, indices), num_copies=len(indices))
             for index, crop in zip(indices, tf.split(crops, len(indices), axis=0)):
                 outputs[index] = crop
         return tuple(outputs)
+
+    def view_groups(self, key=None):
+        """{group key: indices of its views}, in order; a group's views share a config.
+
+        Args:
+            key: ``key(index, view)`` -> the group key; default the view's config.
+        """
+        groups = {}
+        for index, view in enumerate(self.views):
+            groups.setdefault(view if key is None else key(index, view), []).append(index)
+        return groups
+
+    @staticmethod
+    def group_seed(seed, indices):
+        """The seed of a group of identical views: the batch seed folded with its first index."""
+        return tf.random.experimental.stateless_fold_in(seed, indices[0])
