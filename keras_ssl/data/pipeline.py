@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+import numpy as np
 import tensorflow as tf
 
 from keras_ssl.data.labeled_stream import LabeledReader, LabeledStream
@@ -132,28 +133,37 @@ def plain_views(images: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor]:
     return (tf.cast(images, tf.float32) / 255.0,)
 
 
-def _apply_view_fn(view_fn, images: tf.Tensor, seed: tf.Tensor) -> tuple:
-    views = (view_fn or plain_views)(images, seed)
-    return tuple(views) if isinstance(views, (tuple, list)) else (views,)
+def _apply_view_fn(view_fn, images: tf.Tensor, seed: tf.Tensor, masks=None) -> dict:
+    """{"views": tuple, ...}: a view_fn's views, plus what a recipe with BG_Swaps adds.
+
+    The batch's foreground masks are passed on only when the pipeline has them
+    (`train_dataset(masks=...)`), so any plain view_fn(images, seed) still works.
+    """
+    fn = view_fn or plain_views
+    views = fn(images, seed) if masks is None else fn(images, seed, masks=masks)
+    if isinstance(views, dict):
+        return {**views, "views": tuple(views["views"])}
+    return {"views": tuple(views) if isinstance(views, (tuple, list)) else (views,)}
 
 
 def _views(view_fn, labeled_view_fn=None, neighbours=None):
     """Wraps view_fn(images uint8 [B,H,W,3], seed int32 [2]) into a batch -> element map.
 
     A batch with a "labeled" part gets its views from `labeled_view_fn`; with `neighbours`
-    (a NeighbourMixing), the batch's neighbour images are mixed into a view.
+    (a NeighbourMixing), the batch's neighbour images are mixed into a view; a batch with
+    "masks" hands them to view_fn (background augmentation).
     """
 
     def make_views(batch):
         element = {
-            "views": _apply_view_fn(view_fn, batch["images"], batch["seed"]),
+            **_apply_view_fn(view_fn, batch["images"], batch["seed"], batch.get("masks")),
             "index": batch["index"],
             "label": batch["label"],
         }
         if "labeled" in batch:
             labeled = batch["labeled"]
             element["labeled"] = {
-                "views": _apply_view_fn(labeled_view_fn, labeled["images"], labeled["seed"]),
+                **_apply_view_fn(labeled_view_fn, labeled["images"], labeled["seed"]),
                 "label": labeled["label"],
                 "index": labeled["index"],
             }
@@ -193,6 +203,7 @@ def train_dataset(
     labeled: LabeledStream | None = None,
     hide_labels: bool = False,
     neighbours: NeighbourMixing | None = None,
+    masks=None,
 ) -> tf.data.Dataset:
     """Training batches of augmented views, deterministic in (seed, epoch).
 
@@ -227,6 +238,10 @@ def train_dataset(
             it, reads the neighbours' images by dataset index and pastes a CutMix box of
             them into a view. The table is read when the batch is made, so a refresh between
             epochs reaches the running dataset; the same seed gives the same mixing.
+        masks: uint8 [N, S, S] foreground masks of `split` in its order (255 = foreground,
+            `keras_ssl.saliency.cached_masks`), for a view recipe with background
+            augmentation: each batch gathers its rows' masks by index and view_fn gets them
+            (`view_fn(images, seed, masks=...)`). S may be smaller than the images' side.
 
     Returns:
         A dataset of {"views": tuple of float32 [b, ...], "index": int64 [b] positions in
@@ -235,7 +250,8 @@ def train_dataset(
         [l] positions in `labeled.split`} with l = the labeled per-replica batch size.
         With `neighbours`, "views" ends with the mixed view, and the element also holds
         "neighbour_index" (int64 [b]) and "mix_ratio" (float32 [b], the share of the mixed
-        view's pixels that come from the anchor).
+        view's pixels that come from the anchor). A recipe with BG_Swaps adds
+        "negative_view" and "negative_used" (`keras_ssl.augment.background_views`).
     """
     layout = _BatchLayout.create(batch_size, input_context)
     steps = steps_per_epoch(split, layout.global_batch)
@@ -249,6 +265,14 @@ def train_dataset(
         neighbours.check_split(num_examples)
         # Neighbours are read by index, like the labeled stream's rows.
         read_neighbours = reader if split.images is not None else reader.gather
+
+    mask_table = None
+    if masks is not None:
+        masks = np.asarray(masks)
+        if masks.ndim != 3 or len(masks) != num_examples:
+            raise ValueError(f"masks have shape {masks.shape} but the split has {num_examples} "
+                             "examples: give one [S, S] mask per example, in the split's order.")
+        mask_table = tf.constant(masks, tf.uint8)
 
     labeled_reader = None
     if labeled is not None:
@@ -284,6 +308,8 @@ def train_dataset(
             element = {**batch, "seed": tf.stack([key, number])}
             if hide_labels:
                 element["label"] = tf.fill(tf.shape(batch["label"]), tf.constant(-1, tf.int64))
+            if mask_table is not None:
+                element["masks"] = tf.gather(mask_table, batch["index"])
             if neighbours is not None:
                 element = neighbours.add_neighbours(element, epoch, read_neighbours)
             return element
@@ -355,6 +381,7 @@ def distributed_train_dataset(
     labeled: LabeledStream | None = None,
     hide_labels: bool = False,
     neighbours: NeighbourMixing | None = None,
+    masks=None,
 ):
     """`train_dataset` distributed over `strategy`'s replicas, one input pipeline per worker.
 
@@ -366,7 +393,7 @@ def distributed_train_dataset(
         view_fn, seed, start_epoch, epochs, image_size: as in `train_dataset`.
         labeled: the labeled stream, as in `train_dataset`; its global batch size
             `labeled.batch_size` is split across the replicas and must divide by their number.
-        hide_labels, neighbours: as in `train_dataset`.
+        hide_labels, neighbours, masks: as in `train_dataset`.
 
     Returns:
         A tf.distribute.DistributedDataset of per-replica elements.
@@ -396,6 +423,7 @@ def distributed_train_dataset(
             labeled=labeled,
             hide_labels=hide_labels,
             neighbours=neighbours,
+            masks=masks,
         )
 
     return strategy.distribute_datasets_from_function(dataset_fn)

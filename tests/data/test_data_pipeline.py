@@ -189,3 +189,32 @@ def test_distributed_global_batch_must_divide_by_replicas():
     strategy = _two_cpu_strategy()
     with pytest.raises(ValueError, match="global_batch_size=7"):
         distributed_train_dataset(strategy, _numbered_split(32), global_batch_size=7, view_fn=None, seed=0)
+
+
+def _mask_view_fn(images, seed, masks=None):
+    """One view: the batch's masks as float images (to check which rows were gathered)."""
+    del images, seed
+    return (tf.cast(masks, tf.float32)[..., None],)
+
+
+def test_masks_are_gathered_by_index_and_handed_to_the_view_fn():
+    split = _numbered_split(12)
+    masks = np.broadcast_to(np.arange(12, dtype=np.uint8)[:, None, None] * 20, [12, 2, 2]).copy()
+    for batch in _batches(train_dataset(split, batch_size=4, view_fn=_mask_view_fn, seed=0,
+                                        epochs=2, masks=masks)):
+        np.testing.assert_array_equal(batch["views"][0][:, 0, 0, 0], batch["index"] * 20)
+    with pytest.raises(ValueError, match=r"masks have shape \(11, 2, 2\).*12 examples"):
+        train_dataset(split, batch_size=4, view_fn=_mask_view_fn, seed=0, masks=masks[:11])
+
+
+def test_a_view_fn_may_add_fields_to_the_element():
+    # A recipe with BG_Swaps returns a dict: its extra fields reach the element.
+    def with_negative(images, seed):
+        views = tf.cast(images, tf.float32) / 255.0
+        return {"views": (views,), "negative_view": views * 0.5,
+                "negative_used": tf.ones([tf.shape(images)[0]])}
+
+    (batch, *_) = _batches(train_dataset(_numbered_split(8), batch_size=4,
+                                         view_fn=with_negative, seed=0, epochs=1))
+    np.testing.assert_allclose(batch["negative_view"], batch["views"][0] * 0.5)
+    assert batch["negative_used"].all()
