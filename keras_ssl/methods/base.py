@@ -64,6 +64,10 @@ class Method(keras.Model):
     # Whether the method needs the features of the whole training set at some
     # epoch boundary; `fit` then insists on an `EpochFeaturePass` callback.
     uses_epoch_features = False
+    # Whether the loss takes a batch's extra negative images (background
+    # augmentation's BG_Swaps, `Batch.negative_view`); a method that would
+    # ignore them refuses the batch instead.
+    accepts_extra_negatives = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -206,6 +210,11 @@ class Method(keras.Model):
 
     def train_step(self, data):
         batch = Batch.from_element(data)
+        if batch.negative_view is not None and not self.accepts_extra_negatives:
+            raise ValueError(
+                f"{type(self).__name__} has no negatives, so the batch's extra negatives "
+                "(background augmentation's BG_Swaps) would be lost: use --background=rm,random "
+                "with it, or a contrastive method with a queue (moco_v2).")
         # Read before apply_gradients increments the counter: ctx.step names
         # this step in every hook, after_apply included.
         ctx = self.step_context()

@@ -163,6 +163,8 @@ class CLIM(MoCo):
 
     recipe_name = "multi_resolution"
     mixed_image_sizes = True
+    # Its forward builds its own outputs, without BG_Swaps' extra negative.
+    accepts_extra_negatives = False
     log_names = ("mix_loss", "mixed_share")
     state_attributes = ("memory", "neighbour_table")
 

@@ -42,12 +42,19 @@ class Batch:
             unlabeled set, or labels hidden from the loss).
         labeled: an optional second, labeled stream drawn beside this one,
             with its own batch size (`LabeledBatch`), or None.
+        negative_view: an optional extra negative image per row [B, H, W, 3]
+            (background augmentation's BG_Swaps: another foreground on the
+            anchor view's background), or None.
+        negative_used: bool [B], which rows' `negative_view` the loss uses
+            (the pipeline hands it on as float32 0/1).
     """
 
     views: tuple
     index: tf.Tensor
     label: tf.Tensor
     labeled: Optional[LabeledBatch] = None
+    negative_view: Optional[tf.Tensor] = None
+    negative_used: Optional[tf.Tensor] = None
 
     @classmethod
     def from_element(cls, element):
@@ -55,7 +62,8 @@ class Batch:
 
         Accepts a `Batch`, or a dict with "views" (a tensor or a tuple of
         them), optional "index" and "label" (-1 when absent), and an optional
-        "labeled" dict with "views", "label" and optional "index".
+        "labeled" dict with "views", "label" and optional "index", and the
+        optional "negative_view" and "negative_used".
         """
         if isinstance(element, Batch):
             return element
@@ -80,7 +88,10 @@ class Batch:
                 label=tf.cast(labeled["label"], tf.int64),
                 index=(None if labeled.get("index") is None
                        else tf.cast(labeled["index"], tf.int64)))
-        return cls(views=views, index=index, label=label, labeled=labeled)
+        negative_used = element.get("negative_used")
+        return cls(views=views, index=index, label=label, labeled=labeled,
+                   negative_view=element.get("negative_view"),
+                   negative_used=None if negative_used is None else tf.cast(negative_used, tf.bool))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,6 +56,7 @@ class MoCo(MomentumMethod):
     recipe_name = "moco_v2"
     state_attributes = ("key_encoder", "key_projector", "queue")
     targets_lead = True
+    accepts_extra_negatives = True
 
     def __init__(self, encoder, *, projection_hidden_dim=None, projection_dim=128,
                  queue_size=65536, temperature=0.2, momentum=0.999, symmetric=False,
@@ -133,15 +134,28 @@ class MoCo(MomentumMethod):
         else:
             key_views = (views[1], views[0]) if self.symmetric else (views[1],)
             keys = tuple(self._keys(v, ctx) for v in key_views)
+        extra_negatives = None
+        if batch.negative_view is not None:
+            # BG_Swaps' extra negative shares the anchor's (query view 0's)
+            # background: it is encoded like a key, as the queue's negatives were.
+            extra_negatives = self._keys(batch.negative_view, ctx)
         return ContrastiveOutputs(features=features, queries=queries, keys=keys,
-                                  index=batch.index, label=batch.label)
+                                  index=batch.index, label=batch.label,
+                                  extra_negatives=extra_negatives,
+                                  extra_negative_used=batch.negative_used)
 
     def loss(self, outputs, ctx):
         queue = self.queue.read()
         if not self.logit_transforms:
-            losses = [info_nce_loss(q, k, queue, temperature=self.temperature)
-                      for q, k in zip(outputs.queries, outputs.keys)]
+            # The extra negative belongs to the query of the anchor view (the first).
+            losses = [info_nce_loss(q, k, queue, temperature=self.temperature,
+                                    **(self._extra_negatives(outputs) if i == 0 else {}))
+                      for i, (q, k) in enumerate(zip(outputs.queries, outputs.keys))]
             return tf.add_n(losses) / len(losses), {}
+        if outputs.extra_negatives is not None:
+            raise ValueError("BG_Swaps' extra negatives do not combine with logit transforms "
+                             f"({', '.join(type(t).__name__ for t in self.logit_transforms)}) "
+                             "yet; use --background=rm,random.")
         negative_index = (self.queue.read_column("index") if "index" in self.queue.columns
                           else None)
         directions = tuple(
@@ -150,6 +164,13 @@ class MoCo(MomentumMethod):
             for i, (q, k) in enumerate(zip(outputs.queries, outputs.keys)))
         return directions_cross_entropy(
             transform_directions(directions, self.logit_transforms, ctx))
+
+    @staticmethod
+    def _extra_negatives(outputs):
+        if outputs.extra_negatives is None:
+            return {}
+        return {"extra_negatives": outputs.extra_negatives,
+                "extra_negative_used": outputs.extra_negative_used}
 
     def after_apply(self, outputs, ctx):
         super().after_apply(outputs, ctx)  # the key encoder, for the next step

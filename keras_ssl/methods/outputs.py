@@ -38,10 +38,15 @@ class ContrastiveOutputs(Outputs):
         keys: the positives they are classified against when these come from
             a momentum network (MoCo: one key per query, detached); empty when
             the positives are other queries (SimCLR) or bank rows (NPID).
+        extra_negatives: [B, D] one more negative per row for the first
+            query (BG_Swaps' extra negative, key-encoded), or None.
+        extra_negative_used: bool [B], the rows whose extra negative counts.
     """
 
     queries: tuple = ()
     keys: tuple = ()
+    extra_negatives: Optional[tf.Tensor] = None
+    extra_negative_used: Optional[tf.Tensor] = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -78,3 +78,28 @@ def test_regression_loss_matches_numpy_and_blocks_target_gradient():
     assert grad_z is None
     assert np.abs(grad_p.numpy()).sum() > 0
     np.testing.assert_allclose(losses.normalized_regression_loss(p, 3.0 * p), 0.0, atol=1e-6)
+
+
+def test_info_nce_extra_negatives_match_numpy_and_unused_ones_drop_out():
+    # BG_Swaps: one more negative per row, seen by that row only.
+    rng = np.random.default_rng(3)
+    q, k, extra = (rng.normal(size=(4, 8)) for _ in range(3))
+    queue = _normalize(rng.normal(size=(10, 8)))
+    used = np.array([True, False, True, True])
+    logits = np.concatenate([
+        (_normalize(q) * _normalize(k)).sum(1, keepdims=True),
+        _normalize(q) @ queue.T,
+        (_normalize(q) * _normalize(extra)).sum(1, keepdims=True)], axis=1) / 0.2
+    per_row = -_log_softmax(logits)[:, 0]
+    without_extra = -_log_softmax(logits[:, :-1])[:, 0]
+    expected = np.where(used, per_row, without_extra).mean()
+    loss = losses.info_nce_loss(q, k, queue.astype("float32"), temperature=0.2,
+                                extra_negatives=extra, extra_negative_used=tf.constant(used))
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    # The extra negatives are targets: no gradient flows into them.
+    extra_tensor = tf.constant(extra, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(extra_tensor)
+        value = losses.info_nce_loss(q, k, queue.astype("float32"), temperature=0.2,
+                                     extra_negatives=extra_tensor)
+    assert tape.gradient(value, extra_tensor) is None
