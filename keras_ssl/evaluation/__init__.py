@@ -1,5 +1,10 @@
 """Evaluation of learned representations: kNN, linear probe, fine-tuning, clustering, plots."""
 
+from keras_ssl.evaluation.background_shift import (
+    background_shifted_images,
+    background_shifted_knn,
+    background_shifted_split,
+)
 from keras_ssl.evaluation.clustering import cluster_metrics, clustering_accuracy
 from keras_ssl.evaluation.features import extract_features
 from keras_ssl.evaluation.history import read_tensorboard_history
@@ -12,6 +17,9 @@ from keras_ssl.evaluation.semi_supervised import balanced_label_subset, fine_tun
 
 __all__ = [
     "KnnMonitor",
+    "background_shifted_images",
+    "background_shifted_knn",
+    "background_shifted_split",
     "balanced_label_subset",
     "cluster_metrics",
     "clustering_accuracy",
