@@ -32,7 +32,13 @@ _CONFIG_FLAGS = (
     "strategy", "cpu_replicas", "tpu", "knn_every_epochs", "knn_k", "knn_temperature",
     "mixed_precision", "jit_compile", "export_dir", "verbose", "deterministic",
     "labels_per_class", "label_fraction", "label_indices", "labeled_batch_size",
-    "hide_labels", "probe")
+    "hide_labels", "probe", "saliency", "shifted_knn")
+
+# keras_ssl.augment.background_views.OPS and the BackgroundConfig fields
+# --background_probabilities may set (plain data: flags are checked before
+# TensorFlow is imported).
+_BACKGROUND_OPS = ("rm", "random", "swaps")
+_BACKGROUND_PROBABILITIES = ("remove", "random", "swap_positive", "swap_negative")
 
 # The choices of --optimizer and --strategy. They are keras_ssl.training.build
 # .OPTIMIZERS and keras_ssl.distribute.STRATEGIES, but those modules import
@@ -121,6 +127,20 @@ def define_flags():
                          "Give the unlabeled stream's rows label -1 (semi-supervised runs).")
     flags.DEFINE_boolean("probe", False,
                          "Train an online linear probe on detached features; logs probe_top1.")
+    flags.DEFINE_list("background", [],
+                      "Background augmentation ops, a comma list of rm (background removed), "
+                      "random (another image's background), swaps (for methods with "
+                      "negatives: the positive on another background, an extra negative on "
+                      "the anchor's); probabilities from the method's preset.")
+    flags.DEFINE_list("background_probabilities", [],
+                      "Override the preset's background probabilities: remove=P,random=P,"
+                      "swap_positive=P,swap_negative=P.")
+    flags.DEFINE_string("saliency", "spectral",
+                        "Foreground masks for --background and --shifted_knn: spectral "
+                        "(training free) or encoder:MODEL_DIR (a trained keras_ssl run).")
+    flags.DEFINE_boolean("shifted_knn", False,
+                         "Also report the kNN top-1 on the test split with every image's "
+                         "background swapped (knn_top1_background_shifted).")
     flags.mark_flags_as_required(["method", "data"])
 
 
@@ -150,7 +170,30 @@ def check_flags():
     # The test keras_ssl.data.read_label_indices makes first.
     if FLAGS.label_indices and not os.path.isfile(FLAGS.label_indices):
         raise ValueError(f"--label_indices={FLAGS.label_indices}: no such file.")
+    unknown = sorted(set(FLAGS.background) - set(_BACKGROUND_OPS))
+    if unknown:
+        raise ValueError(f"--background={','.join(FLAGS.background)}: {', '.join(unknown)} is "
+                         f"not one of {', '.join(_BACKGROUND_OPS)}.")
+    background_probabilities()  # a ValueError naming a malformed entry
+    if FLAGS.saliency != "spectral" and not FLAGS.saliency.startswith("encoder:"):
+        raise ValueError(f"--saliency={FLAGS.saliency!r} is not spectral or encoder:MODEL_DIR.")
     return presets
+
+
+def background_probabilities():
+    """--background_probabilities as a dict of floats, e.g. {"remove": 0.3}."""
+    values = {}
+    for entry in FLAGS.background_probabilities:
+        name, _, value = entry.partition("=")
+        if name not in _BACKGROUND_PROBABILITIES:
+            raise ValueError(f"--background_probabilities: {entry!r} does not start with one of "
+                             f"{', '.join(n + '=' for n in _BACKGROUND_PROBABILITIES)}.")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--background_probabilities: {entry!r} needs a number after "
+                             "'='.") from None
+    return values
 
 
 def config_from_flags():
@@ -161,6 +204,8 @@ def config_from_flags():
     values = {name: FLAGS[name].value for name in _CONFIG_FLAGS}
     values["model_dir"] = values["model_dir"] or os.path.join("runs", FLAGS.method)
     return PretrainConfig(**values, inject_nan_at_step=FLAGS.debug_inject_nan_at_step,
+                          background=tuple(FLAGS.background),
+                          background_probabilities=background_probabilities() or None,
                           method_kwargs=method_kwargs, view_kwargs=view_kwargs)
 
 

@@ -81,4 +81,14 @@ def get(preset, method, smoke=False):
     return module(method).get(scale, smoke=smoke)
 
 
-__all__ = ["PRESET_NAMES", "SCALES", "available", "get", "methods", "module", "scale_of"]
+def background(method):
+    """`method`'s background augmentation probabilities (`BackgroundConfig` fields), or {}.
+
+    The same at every scale: the config module's ``BACKGROUND``, for the
+    methods the paper (Ryali et al., arXiv 2103.12719) trains with it.
+    """
+    return dict(getattr(module(method), "BACKGROUND", {}))
+
+
+__all__ = ["PRESET_NAMES", "SCALES", "available", "background", "get", "methods", "module",
+           "scale_of"]

@@ -2,6 +2,9 @@
 
 from keras_ssl.configs import common
 
+# The paper's method: background augmentation's probabilities (--background).
+BACKGROUND = common.BACKGROUND
+
 
 def cpu_small():
     # lightly: BYOL heads 1024 -> 256, momentum 0.996 -> 1 (cosine).

@@ -49,6 +49,17 @@ SMOKE_FLAGS = dict(
     epochs=1, global_batch_size=8, optimizer="sgd", learning_rate=0.1,
     weight_decay=0.0, warmup_epochs=0, blur=False)
 
+# Background augmentation (Ryali, Schwab, Morcos, arXiv 2103.12719), used by
+# the configs of MoCo v2, BYOL and SwAV, the paper's three methods. Its body
+# could not be read, so these are methods-c.md section 3's CPU recipe, the
+# only numbers the notes give (guesses for the paper's): BG_RM with p=0.2 and
+# BG_Random with p=0.1 on every view, most views untouched. Methods with
+# negatives add BG_Swaps: an extra negative for every anchor ("BG_Swaps adds
+# one extra negative per anchor") and the positive on another background as
+# often as BG_Random (a guess).
+BACKGROUND = dict(remove=0.2, random=0.1)
+BACKGROUND_WITH_NEGATIVES = dict(BACKGROUND, swap_positive=0.1, swap_negative=1.0)
+
 
 def scale_of(preset):
     """The scale a preset name means ("cifar10_cpu_small" -> "cpu_small"), or a ValueError."""

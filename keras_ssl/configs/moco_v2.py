@@ -2,6 +2,9 @@
 
 from keras_ssl.configs import common
 
+# The paper's method: background augmentation's probabilities (--background).
+BACKGROUND = common.BACKGROUND_WITH_NEGATIVES
+
 
 def cpu_small():
     # lightly: MoCo head without BN, memory bank 4096, t=0.1, momentum 0.99.

@@ -2,6 +2,9 @@
 
 from keras_ssl.configs import common
 
+# The paper's method: background augmentation's probabilities (--background).
+BACKGROUND = common.BACKGROUND
+
 
 def cpu_small():
     # SwAV: lightly's CIFAR head (512 hidden, 128-d, 512 prototypes); tau 0.1,

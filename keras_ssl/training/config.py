@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 # Written into every run's model_dir; `restore_encoder`, evaluate and export
 # rebuild the encoder from it without knowing how the run was started.
@@ -78,6 +78,17 @@ class PretrainConfig:
         probe: train an online linear probe on the detached features beside
             the method (solo-learn's habit); it logs `probe_top1` and the
             result reports its last epoch's value.
+        background: background augmentation ops, any of "rm", "random",
+            "swaps" (`keras_ssl.augment.background_views`), with the method
+            preset's probabilities (`keras_ssl.configs.background`); empty: off.
+        background_probabilities: `BackgroundConfig` fields that override
+            the preset's, e.g. ``{"remove": 0.3}``.
+        saliency: where the foreground masks come from: "spectral" (training
+            free) or "encoder:MODEL_DIR" (a trained keras_ssl encoder); they
+            are cached in ``model_dir/masks``.
+        shifted_knn: also report `knn_top1_background_shifted`, the kNN
+            top-1 on the test split with every image's background swapped
+            (masks of the test split by `saliency`).
         method_kwargs: constructor keyword arguments of the method
             (a preset's "method" entry).
         view_kwargs: keyword arguments of the method's view recipe
@@ -127,6 +138,10 @@ class PretrainConfig:
     labeled_batch_size: int = 0
     hide_labels: bool = False
     probe: bool = False
+    background: Tuple[str, ...] = ()
+    background_probabilities: Optional[Mapping[str, Any]] = None
+    saliency: str = "spectral"
+    shifted_knn: bool = False
     method_kwargs: Optional[Mapping[str, Any]] = None
     view_kwargs: Optional[Mapping[str, Any]] = None
 

@@ -20,6 +20,7 @@ from keras_ssl.evaluation import KnnMonitor
 from keras_ssl.export import export_encoder
 from keras_ssl.fault_tolerance import InjectNaN, StopOnNonFiniteLoss, enable_determinism
 from keras_ssl.methods import RunContext
+from keras_ssl.training import background
 from keras_ssl.training.build import build_method, make_views
 from keras_ssl.training.clustering_report import clustering_report
 from keras_ssl.training.config import PretrainConfig, write_run_config
@@ -50,7 +51,8 @@ def pretrain(config=None, /, **overrides):
         A dict with `method`, `epochs`, `epochs_run`, `initial_epoch`,
         `train_images`, `global_batch_size`, `replicas`, `skipped_files`,
         `loss` (last epoch's mean), `knn_top1` (None without labelled train
-        and test splits), `nmi`, `ari` and `cluster_acc` (only for methods with
+        and test splits), `knn_top1_background_shifted` (with `shifted_knn`),
+        `nmi`, `ari` and `cluster_acc` (only for methods with
         E-step labels, `keras_ssl.training.clustering_report`), `train_seconds`,
         `train_images_per_s`, `model_dir` and `saved_model` (None without
         `export_dir`).
@@ -86,6 +88,16 @@ def pretrain(config=None, /, **overrides):
                      seed=config.seed)
     views = make_views(config.method, image_size=config.image_size, blur=config.blur,
                        view_kwargs=config.view_kwargs)
+    masks, mask_source = None, None
+    if config.background or config.shifted_knn:
+        mask_source = background.mask_source(config.saliency)
+    if config.background:
+        views = background.with_background(
+            views, background.background_config(config.method, config.background,
+                                                config.background_probabilities),
+            config.method)
+        masks = background.split_masks(train, mask_source, model_dir=config.model_dir,
+                                       data=config.data, image_size=config.image_size)
     labeled = _labeled_stream(config, train)
     method_kwargs = dict(config.method_kwargs or {})
     if config.probe:
@@ -102,6 +114,10 @@ def pretrain(config=None, /, **overrides):
         weight_decay=config.weight_decay, warmup_steps=steps * config.warmup_epochs,
         mixed_precision=config.mixed_precision, jit_compile=config.jit_compile)
     distribute.adapt_fit_to_multi_worker(model, strategy)
+    if getattr(views, "background", None) is not None and views.background.swaps and not (
+            model.accepts_extra_negatives):
+        raise ValueError(f"--background=swaps adds an extra negative per anchor, and "
+                         f"{config.method} has no negatives to add it to; use rm,random.")
 
     # Every worker restores from the chief's directory (shared storage on a
     # real cluster) and takes part in each save, but only the chief's lands there.
@@ -132,7 +148,8 @@ def pretrain(config=None, /, **overrides):
             image_size=config.image_size, labeled=labeled, hide_labels=config.hide_labels,
             # CLIM: the one place where features reach back into the pipeline.
             neighbours=(model.neighbour_mixing(views) if hasattr(model, "neighbour_mixing")
-                        else None))
+                        else None),
+            masks=masks)
         history = model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
                             steps_per_epoch=steps, callbacks=callbacks,
                             verbose=config.verbose, shuffle=False).history
@@ -144,6 +161,12 @@ def pretrain(config=None, /, **overrides):
     if monitor is not None:
         # A run resumed after its last epoch trains nothing: evaluate now.
         knn_top1 = (monitor.last_result or monitor.evaluate())["top1"]
+    shifted = {}
+    if config.shifted_knn and monitor is not None:
+        shifted["knn_top1_background_shifted"] = background.shifted_knn_top1(
+            model.encoder, train_eval, source.test, mask_source, model_dir=config.model_dir,
+            data=config.data, image_size=config.image_size, num_classes=source.num_classes,
+            k=config.knn_k, temperature=config.knn_temperature, batch_size=EVAL_BATCH_SIZE)
     saved_model = None
     if config.export_dir:
         saved_model = export_encoder(model.encoder, config.export_dir,
@@ -163,6 +186,7 @@ def pretrain(config=None, /, **overrides):
                        else None),
         "labeled_images": len(labeled) if labeled is not None else 0,
         "knn_top1": knn_top1,
+        **shifted,
         **clustering,
         "train_seconds": round(timer.seconds, 2),
         "train_images_per_s": (round(images_seen / timer.seconds, 1)

@@ -71,6 +71,12 @@ def test_train_prints_json_resumes_and_exports(trained_run, resumed_copy):
     (["--method=simclr", f"--data={CIFAR}", "--preset=huge"], "cifar10_cpu_small"),
     (["--method=nope", f"--data={CIFAR}"], "simclr"),
     (["--method=simclr", f"--data={CIFAR}", "--global_batch_size=0"], "--global_batch_size"),
+    (["--method=byol", f"--data={CIFAR}", "--background=rm,grey"], "grey is not one of"),
+    (["--method=byol", f"--data={CIFAR}", "--background=rm",
+      "--background_probabilities=remove=high"], "remove=high"),
+    (["--method=byol", f"--data={CIFAR}", "--background=rm",
+      "--background_probabilities=rm=0.2"], "remove="),
+    (["--method=byol", f"--data={CIFAR}", "--saliency=deep"], "--saliency='deep'"),
 ])
 def test_bad_flags_get_one_clear_message(args, message):
     process = _train(*args, "--epochs=1", check=False)
