@@ -186,7 +186,7 @@ def make_views(recipe, images, masks, seed):
     Returns:
         The tuple of views; with BG_Swaps the dict ``{"views": tuple,
         "negative_view": float32 [B, s, s, 3] (the anchor view's size),
-        "negative_used": bool [B]}``.
+        "negative_used": float32 [B], 1 where the row's extra negative counts}``.
     """
     config = recipe.background
     alpha = _masks_like(masks, images)
@@ -219,7 +219,9 @@ def make_views(recipe, images, masks, seed):
             negative_probability=config.swap_negative)
         extras = {"negative_view": recipe.views[anchor].photometric(
                       negatives, tf.random.experimental.stateless_fold_in(seed, _NEGATIVE_STREAM)),
-                  "negative_used": negative_used}
+                  # float32, not bool: Keras' distributed input path sums its
+                  # inputs' parts with AddN, which takes no bool tensors.
+                  "negative_used": tf.cast(negative_used, tf.float32)}
 
     outputs = [None] * recipe.num_views
     for (view, _), indices in groups.items():
