@@ -42,6 +42,8 @@ flags.DEFINE_list("methods", ["simclr", "moco_v2", "npid", "byol"], "Methods to 
 flags.DEFINE_string("data", "../shared/data/cifar10", "CIFAR-10 image folder.")
 flags.DEFINE_string("work_dir", "/tmp/keras_ssl_benchmark", "Model dirs of the runs.")
 flags.DEFINE_integer("seed", 0, "Seed of each run.")
+flags.DEFINE_boolean("shifted_knn", True,
+                     "Protocol runs also report kNN on the background-shifted test split.")
 flags.DEFINE_list("seeds", None, "Seeds to run (default: --seed); tables give mean ± std.")
 flags.DEFINE_integer("epochs", 0, "Override the protocol's epochs (0: keep; for smoke runs).")
 flags.DEFINE_string("baseline_tree", None,
@@ -62,6 +64,7 @@ LONGTAIL_START, LONGTAIL_END = "<!-- longtail:start -->", "<!-- longtail:end -->
 SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 EVALUATION_START, EVALUATION_END = "<!-- evaluation:start -->", "<!-- evaluation:end -->"
 FLOOR_START, FLOOR_END = "<!-- floor:start -->", "<!-- floor:end -->"
+BACKGROUND_START, BACKGROUND_END = "<!-- background:start -->", "<!-- background:end -->"
 PLOTS = os.path.join(ROOT, "docs", "images")
 # CIFAR-10-LT of the long-tail protocol: ratio 100, head class 1,000 images.
 LONGTAIL = dict(imbalance_ratio=100.0, train_per_class=1000, num_classes=10)
@@ -75,17 +78,63 @@ def run_protocol():
     path = os.path.join(RESULTS, "cpu_small.json")
     results = _load_by_seed(path)
     seeds = [int(seed) for seed in (FLAGS.seeds or [FLAGS.seed])]
-    for method in FLAGS.methods:
+    for name in FLAGS.methods:
+        method, config = protocol_config(name)
         entry = configs.get("cifar10_cpu_small", method)
-        config = dict(entry["flags"])
-        if FLAGS.epochs:
-            config["epochs"] = FLAGS.epochs
         for seed in seeds:
-            result = _fresh_run(method, entry, config, seed, f"{method}_seed{seed}")
+            result = _fresh_run(method, entry, config, seed, f"{name}_seed{seed}")
             if not FLAGS.epochs:
-                results = _record(path, method, seed, result, _load_by_seed)
+                results = _record(path, name, seed, result, _load_by_seed)
     if FLAGS.write_readme and not FLAGS.epochs:
         write_readme_table(results)
+        write_background_table(results)
+
+
+def protocol_config(name):
+    """(registry method, pretrain flags) of a protocol row.
+
+    ``METHOD+background`` is the method with every background op its preset
+    gives a probability (`keras_ssl.configs.background`).
+    """
+    from keras_ssl import configs
+    method, _, variant = name.partition("+")
+    config = dict(configs.get("cifar10_cpu_small", method)["flags"])
+    if FLAGS.epochs:
+        config["epochs"] = FLAGS.epochs
+    config["shifted_knn"] = FLAGS.shifted_knn
+    if variant == "background":
+        probabilities = configs.background(method)
+        ops = {"rm": probabilities.get("remove"), "random": probabilities.get("random"),
+               "swaps": probabilities.get("swap_negative") or probabilities.get("swap_positive")}
+        config["background"] = tuple(op for op, p in ops.items() if p)
+        if not config["background"]:
+            raise ValueError(f"--methods={name}: {method} has no background preset.")
+    elif variant:
+        raise ValueError(f"--methods={name}: the only variant is METHOD+background.")
+    return method, config
+
+
+def write_background_table(results):
+    """Methods with and without background augmentation, kNN on the normal and shifted test."""
+    import numpy as np
+    rows = [name for name in sorted(results) if name.endswith("+background")]
+    lines = ["| method | background ops | seeds | kNN top-1 | shifted-background kNN top-1 |",
+             "| --- | --- | --- | --- | --- |"]
+    for name in rows:
+        for row in (name.partition("+")[0], name):
+            runs = list(results.get(row, {}).values())
+            if not runs:
+                continue
+            _, top1 = _top1_over_seeds(runs)
+            shifted = [run.get("knn_top1_background_shifted") for run in runs]
+            shifted_text = "not measured"
+            if all(value is not None for value in shifted):
+                values = 100 * np.array(shifted)
+                shifted_text = f"{values.mean():.1f}%" + (
+                    f" ± {values.std(ddof=1):.1f}" if len(values) > 1 else "")
+            ops = ", ".join(protocol_config(row)[1].get("background", ())) or "none"
+            lines.append(f"| {row} | {ops} | {len(runs)} | {top1} | {shifted_text} |")
+    _replace_between(BACKGROUND_START, BACKGROUND_END, lines)
 
 
 def _fresh_run(method, entry, config, seed, run_name):
