@@ -33,3 +33,16 @@ def test_measure_pipeline_reports_throughput(tmp_path):
     )
     assert result["images_per_s"] > 0 and result["batches"] >= 1
     assert result["sizes"] == [16, 16, 8, 8] and result["num_images"] == 6
+
+
+def test_a_background_recipe_gets_each_images_mask(tmp_path):
+    from keras_ssl.augment.background_views import BackgroundConfig
+
+    _write_folder(tmp_path)
+    masks = pipeline_benchmark.spectral_masks(str(tmp_path), 3)
+    assert masks.shape == (6, 16, 16) and set(np.unique(masks)) <= {0, 255}
+    result = pipeline_benchmark.measure_pipeline(
+        "moco_v2", str(tmp_path), per_class=3, batch_size=4, image_size=16, seconds=0.2,
+        warmup_seconds=0.1, recipe_kwargs={"blur": False},
+        background=BackgroundConfig(remove=1.0, swap_positive=1.0, swap_negative=1.0))
+    assert result["images_per_s"] > 0 and result["sizes"] == [16, 16]
