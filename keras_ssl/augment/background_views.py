@@ -205,9 +205,8 @@ def make_views(recipe, images, masks, seed):
                                          num_images=batch_size)
         views, _ = ops.remove_background(views, view_alpha, remove_seed, probability=remove_p,
                                          fill=config.fill)
-        for index, crop, crop_alpha in zip(indices, tf.split(views, len(indices)),
-                                           tf.split(view_alpha, len(indices))):
-            crops[index], mask_crops[index] = crop, crop_alpha
+        recipe.scatter(views, indices, crops)
+        recipe.scatter(view_alpha, indices, mask_crops)
 
     extras = {}
     if config.swaps:
@@ -225,10 +224,8 @@ def make_views(recipe, images, masks, seed):
 
     outputs = [None] * recipe.num_views
     for (view, _), indices in groups.items():
-        views = view.photometric(tf.concat([crops[i] for i in indices], axis=0),
-                                 recipe.group_seed(seed, indices))
-        for index, out in zip(indices, tf.split(views, len(indices))):
-            outputs[index] = out
+        recipe.scatter(view.photometric(tf.concat([crops[i] for i in indices], axis=0),
+                                        recipe.group_seed(seed, indices)), indices, outputs)
     if extras:
         return {"views": tuple(outputs), **extras}
     return tuple(outputs)

@@ -118,15 +118,7 @@ class ViewConfig:
 
     def crop(self, images, seed, num_copies=1):
         """The first stage of `apply`: the random resized crop, with the flip fused in."""
-        return geometry.random_resized_crop(
-            images,
-            common.split_seed(seed, NUM_SEED_SLOTS)[_CROP],
-            size=self.size,
-            scale=self.crop_scale,
-            ratio=self.crop_ratio,
-            flip_probability=self.flip_probability,
-            num_crops=num_copies,
-        )
+        return geometry.random_resized_crop(images, **self._crop_arguments(seed, num_copies))
 
     def co_crop(self, images, masks, seed, num_copies=1):
         """`crop` of the images and, with the same boxes and flips, of their masks.
@@ -136,16 +128,13 @@ class ViewConfig:
         Returns:
             ``(crops [num_copies * B, size, size, 3], mask_crops [..., 1])``.
         """
-        return background.co_random_resized_crop(
-            images,
-            masks,
-            common.split_seed(seed, NUM_SEED_SLOTS)[_CROP],
-            size=self.size,
-            scale=self.crop_scale,
-            ratio=self.crop_ratio,
-            flip_probability=self.flip_probability,
-            num_crops=num_copies,
-        )
+        return background.co_random_resized_crop(images, masks,
+                                                 **self._crop_arguments(seed, num_copies))
+
+    def _crop_arguments(self, seed, num_copies):
+        return dict(seed=common.split_seed(seed, NUM_SEED_SLOTS)[_CROP], size=self.size,
+                    scale=self.crop_scale, ratio=self.crop_ratio,
+                    flip_probability=self.flip_probability, num_crops=num_copies)
 
     def photometric(self, views, seed):
         """The second stage of `apply`: colour ops, blur, solarize, erasing, in that order.
@@ -286,9 +275,14 @@ class ViewRecipe:
         outputs = [None] * self.num_views
         for view, indices in self.view_groups().items():
             crops = view.apply(images, self.group_seed(seed, indices), num_copies=len(indices))
-            for index, crop in zip(indices, tf.split(crops, len(indices), axis=0)):
-                outputs[index] = crop
+            self.scatter(crops, indices, outputs)
         return tuple(outputs)
+
+    @staticmethod
+    def scatter(stacked, indices, outputs):
+        """Cuts a group's stacked views ``[k * B, ...]`` into ``outputs[i]`` for its indices."""
+        for index, part in zip(indices, tf.split(stacked, len(indices), axis=0)):
+            outputs[index] = part
 
     def view_groups(self, key=None):
         """{group key: indices of its views}, in order; a group's views share a config.
