@@ -466,15 +466,8 @@ def _top1_over_seeds(runs):
 
 
 def _replace_between(start, end, lines):
-    """Rewrites the README between two marker comments."""
-    with open(README) as f:
-        text = f.read()
-    if start not in text or end not in text:
-        raise ValueError(f"{README} lacks the {start} / {end} markers.")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    with open(README, "w") as f:
-        f.write(head + start + "\n" + "\n".join(lines) + "\n" + end + tail)
+    from experiments.readme_tables import replace_between
+    replace_between(start, end, lines, README)
 
 
 def _load(path):
