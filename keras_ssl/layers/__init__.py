@@ -6,3 +6,4 @@ from keras_ssl.layers.memory_bank import IndexedMemoryBank, MemoryBankKMeans, Qu
 from keras_ssl.layers.projection_head import mlp_head
 from keras_ssl.layers.prototypes import Prototypes
 from keras_ssl.layers.pseudo_labels import PseudoLabels
+from keras_ssl.layers.sharded_classifier import ShardedClassifier
