@@ -6,6 +6,7 @@ from keras_ssl.methods.outputs import (ContrastiveOutputs, DistillationOutputs, 
                                       PrototypeOutputs)
 from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.cmsf import CMSF, SupervisedCMSF
+from keras_ssl.methods.instance_classifier import InstanceClassifier
 from keras_ssl.methods.interclr import InterCLR
 from keras_ssl.methods.mira import MIRA
 from keras_ssl.methods.moco import MoCo

@@ -68,6 +68,11 @@ class Method(keras.Model):
     # augmentation's BG_Swaps, `Batch.negative_view`); a method that would
     # ignore them refuses the batch instead.
     accepts_extra_negatives = False
+    # Whether `loss` is already the global batch's mean on every replica, with
+    # a gradient that reaches each replica's rows once (a softmax sharded over
+    # the replicas, `keras_ssl.distribute.sharded_softmax`). Such a loss is not
+    # divided by the replica count before the replicas' gradients are summed.
+    global_loss = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -152,6 +157,28 @@ class Method(keras.Model):
         """Variables the optimizer steps (targets moved by EMA are left out)."""
         return self.trainable_variables
 
+    def sharded_variables(self):
+        """This replica's share of state split across replicas, trained by its own rule.
+
+        Each replica holds different rows (`keras_ssl.layers.ShardedClassifier`),
+        so the optimizer, which sums the replicas' gradients of mirrored
+        variables, must not step them: their gradients go to
+        `apply_sharded_gradients` instead. Called in replica context.
+        """
+        return ()
+
+    def apply_sharded_gradients(self, gradients, learning_rate, ctx):
+        """Steps `sharded_variables()` with their gradients, in replica context.
+
+        Args:
+            gradients: one per sharded variable (of the loss as the optimizer
+                sees it: with mixed precision, still loss-scaled).
+            learning_rate: the optimizer's learning rate at this step.
+            ctx: the `StepContext`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has sharded variables but no rule "
+                                  "to step them.")
+
     def wants_epoch_features(self, epoch):
         """Whether `on_epoch_features` must run before 0-based epoch `epoch` (a Python int).
 
@@ -231,9 +258,15 @@ class Method(keras.Model):
             # replica count applies the gradient of the global mean loss.
             # scale_loss is the identity unless mixed precision wraps the
             # optimizer in a LossScaleOptimizer.
-            scaled_loss = self.optimizer.scale_loss(loss / distribute.num_replicas())
-        gradients = tape.gradient(scaled_loss, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+            local_share = loss if self.global_loss else loss / distribute.num_replicas()
+            scaled_loss = self.optimizer.scale_loss(local_share)
+        sharded = list(self.sharded_variables())
+        gradients = tape.gradient(scaled_loss, variables + sharded)
+        if sharded:
+            # Read before apply_gradients moves the schedule to the next step.
+            learning_rate = self.optimizer.learning_rate
+            self.apply_sharded_gradients(gradients[len(variables):], learning_rate, ctx)
+        self.optimizer.apply_gradients(zip(gradients[:len(variables)], variables))
         self.after_apply(outputs, ctx)
         # Trackers, not returned tensors: under MirroredStrategy a raw tensor
         # returned from train_step would be reported from one replica only.

@@ -15,6 +15,7 @@ from keras_ssl.methods import ascl, cld, ifnd, mochi, xmoco
 from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.clim import CLIM
 from keras_ssl.methods.cmsf import CMSF, SupervisedCMSF
+from keras_ssl.methods.instance_classifier import InstanceClassifier
 from keras_ssl.methods.interclr import InterCLR
 from keras_ssl.methods.mira import MIRA
 from keras_ssl.methods.moco import MoCo
@@ -38,6 +39,7 @@ METHODS = {
     "interclr": InterCLR,
     "ncc": NCC,
     "clim": CLIM,
+    "instance_classifier": InstanceClassifier,
 }
 
 # Registry name -> preset (`.base`, `.arguments(kwargs)`): a base method above
