@@ -34,7 +34,8 @@ from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("what", "protocol",
-                  ["protocol", "pipeline", "kernels", "speed", "evaluation", "floor"],
+                  ["protocol", "pipeline", "kernels", "speed", "evaluation", "floor",
+                   "sharded_classifier"],
                   "What to measure.")
 flags.DEFINE_enum("protocol", "cpu_small", ["cpu_small", "cpu_small_longtail"],
                   "Training protocol.")
@@ -65,6 +66,7 @@ SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 EVALUATION_START, EVALUATION_END = "<!-- evaluation:start -->", "<!-- evaluation:end -->"
 FLOOR_START, FLOOR_END = "<!-- floor:start -->", "<!-- floor:end -->"
 BACKGROUND_START, BACKGROUND_END = "<!-- background:start -->", "<!-- background:end -->"
+SHARDED_START, SHARDED_END = "<!-- sharded:start -->", "<!-- sharded:end -->"
 PLOTS = os.path.join(ROOT, "docs", "images")
 # CIFAR-10-LT of the long-tail protocol: ratio 100, head class 1,000 images.
 LONGTAIL = dict(imbalance_ratio=100.0, train_per_class=1000, num_classes=10)
@@ -264,6 +266,21 @@ def run_pipeline():
         lines.append(f"| MoCo v2 pair, {label} | {result['images_per_s']:.0f} | "
                      f"{result['images_per_cpu_s']:.0f} | n/a |")
     _replace_between(PIPELINE_START, PIPELINE_END, lines)
+
+
+def run_sharded_classifier():
+    """The sharded classifier alone: step time and state per replica, N x replicas."""
+    from experiments.machine import machine
+    from experiments.sharded_classifier_benchmark import run_all
+    path = os.path.join(RESULTS, "sharded_classifier.json")
+    results = run_all()
+    _save(path, {"cases": results, "machine": machine()})
+    lines = ["| classes N | replicas | rows per replica | classifier state per replica "
+             "| step ms (2 shared CPU cores) |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['num_classes']:,} | {r['replicas']} | {r['shard_size']:,} | "
+              f"{r['state_bytes_per_replica'] / 2 ** 20:.1f} MiB | {r['step_ms']:.0f} |"
+              for r in results]
+    _replace_between(SHARDED_START, SHARDED_END, lines)
 
 
 def run_kernels():
@@ -496,6 +513,8 @@ def main(argv):
             run_evaluation()
         elif FLAGS.what == "floor":
             run_floor()
+        elif FLAGS.what == "sharded_classifier":
+            run_sharded_classifier()
         elif FLAGS.protocol == "cpu_small_longtail":
             run_longtail()
         else:
