@@ -41,3 +41,21 @@ def pytest_terminal_summary(terminalreporter):
     # At the end, beside --durations, where a slow run is looked into (the
     # header is hidden by the -q of setup.cfg).
     terminalreporter.write_sep("-", onednn_state())
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """With pytest-xdist (`-n 2`): whole modules per worker, and tests/experiments on one.
+
+    Module scopes keep each module-scoped fit (a method's shared run) made
+    once; tests/experiments goes to one worker as a whole because its modules
+    share session fixtures (one trained run and the processes started on it).
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            if nodeid.startswith("tests/experiments/"):
+                return "tests/experiments"
+            return super()._split_scope(nodeid)
+
+    return ModuleScheduling(config, log)
