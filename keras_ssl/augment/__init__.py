@@ -5,6 +5,7 @@ and an int32 seed of shape [2]; recipes take a uint8 batch and return a tuple of
 views. See `keras_ssl.augment.common` for the conventions.
 """
 
+from keras_ssl.augment.background_views import BackgroundConfig
 from keras_ssl.augment.blur import gaussian_blur
 from keras_ssl.augment.color import color_jitter
 from keras_ssl.augment.color import random_grayscale
