@@ -8,7 +8,6 @@ run's future and makes every assertion about it itself.
 """
 
 import contextlib
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 
@@ -42,15 +41,15 @@ def started_runs(request, jobs, folder_for, *, max_workers, module_only=False):
     fixture of the job's name) already started, in `jobs`' order; waits for
     all of them on exit.
 
-    `module_only` counts only the tests of the requesting module. A
-    pytest-xdist worker starts none ahead: its collection is the whole
-    suite, not the tests it will run.
+    `module_only` counts only the tests of the requesting module. Under
+    pytest-xdist a worker collects the whole suite, but tests/conftest.py's
+    scheduler sends every test of tests/experiments to one worker, so the
+    one that makes these fixtures runs every test that asks for them.
     """
-    wanted = [] if os.environ.get("PYTEST_XDIST_WORKER") else [
-        name for name in jobs
-        if any(name in item.fixturenames
-               and (not module_only or item.path == request.node.path)
-               for item in request.session.items)]
+    wanted = [name for name in jobs
+              if any(name in item.fixturenames
+                     and (not module_only or item.path == request.node.path)
+                     for item in request.session.items)]
     with ThreadPoolExecutor(max_workers=max_workers) as executor:
         runs = BackgroundRuns(executor, jobs, folder_for)
         for name in wanted:
