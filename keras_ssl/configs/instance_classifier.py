@@ -50,5 +50,6 @@ RECIPES = dict(cpu_small=cpu_small, cifar10=cifar10, imagenet=imagenet, smoke=sm
 
 def get(scale, smoke=False):
     """The instance classifier's recipe at `scale` (see `keras_ssl.configs`)."""
-    recipe = common.pick(RECIPES, scale, smoke)
-    return recipe if smoke else common.synchronized_backbone(recipe)
+    # No official code says how the backbone normalises; BatchNorm stays per
+    # device, as in the methods without global BN (the head's BN is global).
+    return common.pick(RECIPES, scale, smoke)
