@@ -13,7 +13,8 @@ from keras_ssl.distribute.sharded_softmax import (hardest_class_targets,
                                                   sharded_softmax_cross_entropy,
                                                   sharded_top_k)
 from keras_ssl.layers.sharded_classifier import ShardedClassifier
-from tests.distribute.test_sharded_softmax import unsharded_classifier_reference
+from tests.distribute.test_sharded_softmax import (_local_results, _replica,
+                                                  unsharded_classifier_reference)
 
 K, ALPHA, TAU = 3, 0.2, 0.15
 
@@ -21,14 +22,6 @@ K, ALPHA, TAU = 3, 0.2, 0.15
 @pytest.fixture(scope="module")
 def mirrored():
     return distribute.make_strategy("mirrored", cpu_replicas=2)
-
-
-def _replica():
-    return int(tf.get_static_value(tf.distribute.get_replica_context().replica_id_in_sync_group))
-
-
-def _local(strategy, value):
-    return [np.asarray(v) for v in strategy.experimental_local_results(value)]
 
 
 def classifier_problem(num_classes=7, dim=4, batch=8, seed=0):
@@ -84,15 +77,15 @@ def run_sharded_classifier(strategy, weights, features, own, k, alpha, temperatu
     assert temperature == TAU
     classifier = build(strategy, weights)
     loss, grad_w, grad_f, classes = loss_step(classifier, strategy, features, own, k, alpha)()
-    losses = _local(strategy, loss)
+    losses = _local_results(strategy, loss)
     for other in losses[1:]:
         np.testing.assert_allclose(other, losses[0], rtol=1e-6)
-    grad_w = np.concatenate(_local(strategy, grad_w))[:weights.shape[0]]
-    classes = _local(strategy, classes)
+    grad_w = np.concatenate(_local_results(strategy, grad_w))[:weights.shape[0]]
+    classes = _local_results(strategy, classes)
     for other in classes[1:]:
         np.testing.assert_array_equal(other, classes[0])
     devices = [v.device for v in classifier.shard_variables]
-    return (float(losses[0]), grad_w, np.concatenate(_local(strategy, grad_f)), classes[0],
+    return (float(losses[0]), grad_w, np.concatenate(_local_results(strategy, grad_f)), classes[0],
             devices)
 
 
@@ -146,8 +139,8 @@ def test_padding_rows_never_win(mirrored):
         return mirrored.run(fn)
 
     logits, top = step()
-    assert np.all(np.isneginf(_local(mirrored, logits)[1][:, 2]))
-    for classes in _local(mirrored, top):
+    assert np.all(np.isneginf(_local_results(mirrored, logits)[1][:, 2]))
+    for classes in _local_results(mirrored, top):
         assert classes.max() < 5
     problem = (weights, features, own, 3, ALPHA, TAU)
     loss, grad_w, _, _, _ = run_sharded_classifier(mirrored, *problem)
