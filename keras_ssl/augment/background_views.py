@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from keras_ssl.augment import background as ops
 from keras_ssl.augment import common
-from keras_ssl.augment.views import BACKGROUND_SLOT, NUM_SEED_SLOTS
+from keras_ssl.augment.views import BACKGROUND_SLOT, NUM_SEED_SLOTS, dataclass_config
 
 # The ops' names on the command line (`--background=rm,random,swaps`).
 OPS = ("rm", "random", "swaps")
@@ -151,8 +151,7 @@ class BackgroundConfig:
                                  "must have one size.")
 
     def get_config(self):
-        config = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+        return dataclass_config(self)
 
     @classmethod
     def from_config(cls, config):

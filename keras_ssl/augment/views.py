@@ -32,6 +32,12 @@ _CROP, _JITTER, _GRAY, _BLUR, _SOLARIZE, _ERASE, BACKGROUND_SLOT = range(7)
 NUM_SEED_SLOTS = 7
 
 
+def dataclass_config(instance):
+    """A frozen dataclass' fields as a config dict, tuples as lists (what JSON gives back)."""
+    config = dataclasses.asdict(instance)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class ViewConfig:
     """One augmented view: a random resized crop followed by photometric ops.
@@ -93,9 +99,7 @@ class ViewConfig:
             raise ValueError(f"erasing_value needs 1 or 3 numbers, got {self.erasing_value}.")
 
     def get_config(self):
-        # Lists rather than tuples: what the config looks like after JSON.
-        config = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+        return dataclass_config(self)
 
     @classmethod
     def from_config(cls, config):
