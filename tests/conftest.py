@@ -14,6 +14,7 @@ any test module runs an op; pytest imports this file first.
 
 import os
 import sys
+import pytest
 
 _TENSORFLOW_ALREADY_LOADED = "tensorflow" in sys.modules
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -43,6 +44,8 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_sep("-", onednn_state())
 
 
+# Optional: with `-p no:xdist` the hook is unknown, and pluggy would refuse it.
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """With pytest-xdist (`-n 2`): whole modules per worker, and tests/experiments on one.
 
