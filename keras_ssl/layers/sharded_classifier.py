@@ -11,10 +11,9 @@ them, and `keras_ssl.distribute.sharded_softmax` combines the blocks.
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.ops import resource_variable_ops
 from tensorflow.python.trackable import base as trackable
 
-from keras_ssl.distribute.cross_replica import all_gather
+from keras_ssl.distribute.cross_replica import all_gather, replica_id
 from keras_ssl.distribute.sharded_softmax import padding_mask
 
 # Initial rows are drawn per block of this many global rows, so that W does
@@ -22,46 +21,55 @@ from keras_ssl.distribute.sharded_softmax import padding_mask
 _INIT_BLOCK = 4096
 
 
-def _plain_variable(initial_value, name, device):
-    """A variable on `device` only, whatever strategy scope is active.
+def _per_replica_variable(shape, name):
+    """A variable with one independent [shape] value per replica of the current strategy.
 
-    `tf.Variable` under `strategy.scope()` goes through the strategy's
-    variable creator and becomes a MirroredVariable (a copy per replica that
-    the strategy keeps equal). A shard is one device's own state, so it is
-    built as a ResourceVariable directly: subclasses of `tf.Variable` are
-    constructed without the creator stack.
+    A SyncOnRead variable with aggregation NONE is the strategy's own notion
+    of per-replica state: one component on each replica's device, which the
+    strategy never makes equal (unlike a MirroredVariable, which is one value
+    copied to every replica and updated with the sum of the replicas'
+    gradients). In replica context it reads and writes the component of the
+    replica that runs, by the strategy's own placement, so the same code
+    runs under MirroredStrategy (one component per local device),
+    MultiWorkerMirroredStrategy (each worker creates its own replicas'
+    components) and TPUStrategy (one program for all cores, each core
+    addressing its own component), with no replica id known while tracing.
+    It is trainable so that a GradientTape watches the component it reads.
+    Outside any strategy it is a plain variable.
     """
-    with tf.device(device):
-        return resource_variable_ops.ResourceVariable(initial_value, name=name,
-                                                      trainable=True)
+    return tf.Variable(tf.zeros(shape), name=name, trainable=True,
+                       synchronization=tf.VariableSynchronization.ON_READ,
+                       aggregation=tf.VariableAggregation.NONE)
 
 
-def _local_devices(strategy):
-    """(devices of this process' replicas in replica order, global id of the first)."""
-    try:
-        devices = tuple(strategy.extended.worker_devices)
-    except (RuntimeError, NotImplementedError, AttributeError):
-        devices = ()
-    if not devices or strategy.num_replicas_in_sync == 1:
-        # No strategy (the default one): one shard, placed as TF places it.
-        return (None,), 0
-    first = 0
-    if len(devices) < strategy.num_replicas_in_sync:
-        # MultiWorkerMirroredStrategy: replica ids run over the workers in
-        # task order, each with the same number of local devices.
-        task_id = getattr(getattr(strategy, "cluster_resolver", None), "task_id", 0) or 0
-        first = int(task_id) * len(devices)
-    return devices, first
+def _components(variable):
+    """The per-device variables of `variable`, in local replica order."""
+    if isinstance(variable, tf.distribute.DistributedValues):
+        return tuple(variable.values)
+    return (variable,)
+
+
+def _first_local_replica(strategy, local_replicas):
+    """Global replica id of this process' first replica.
+
+    Replica ids run over the workers in task order, each with the same
+    number of local replicas (MultiWorkerMirroredStrategy, multi-host TPU).
+    """
+    if local_replicas >= strategy.num_replicas_in_sync:
+        return 0
+    task_id = getattr(getattr(strategy, "cluster_resolver", None), "task_id", 0) or 0
+    return int(task_id) * local_replicas
 
 
 class _ShardTable(trackable.Trackable):
     """What a checkpoint holds of the classifier: W [N, d] (and its momentum), unsharded.
 
-    The shards are saved as the full matrix without padding rows, so a
+    The shards are saved as the full matrix without padding rows (assembled
+    with `Strategy.gather`, a collective in which every worker of a
+    multi-worker run takes part, as every worker takes part in a save), so a
     checkpoint restores into any number of replicas: each replica takes its
-    rows of the saved matrix. The price is one N x d concatenation on the
-    host at save time (and the whole matrix read at restore), i.e. 512 MB at
-    N = 1M, d = 128, float32.
+    rows of the saved matrix. The price is the N x d matrix on each host at
+    save and restore time, i.e. 512 MB at N = 1M, d = 128, float32.
     """
 
     def __init__(self, layer):
@@ -69,25 +77,23 @@ class _ShardTable(trackable.Trackable):
 
     def _serialize_to_tensors(self):
         layer = self._layer
-        tensors = {"weights": layer._concat(layer._shard_weights)}
-        if layer._velocities:
-            tensors["momentum"] = layer._concat(layer._velocities)
+        tensors = {"weights": layer._gather(layer._weights)}
+        if layer._velocity is not None:
+            tensors["momentum"] = layer._gather(layer._velocity)
         return tensors
 
     def _restore_from_tensors(self, restored_tensors):
         layer = self._layer
-        ops = []
-        for key, shards in (("weights", layer._shard_weights), ("momentum", layer._velocities)):
-            if key not in restored_tensors or not shards:
+        for key, variable in (("weights", layer._weights), ("momentum", layer._velocity)):
+            if key not in restored_tensors or variable is None:
                 continue
             full = restored_tensors[key]
             if full.shape[0] != layer.num_classes or full.shape[1] != layer.dim:
                 raise ValueError(
                     f"The checkpoint's classifier {key} is {tuple(full.shape)}; this "
                     f"ShardedClassifier holds ({layer.num_classes}, {layer.dim}).")
-            ops.extend(variable.assign(layer._rows_of(full, shard))
-                       for shard, variable in layer._local_shards(shards))
-        return tf.group(ops)
+            layer._scatter_full(variable, full)
+        return tf.no_op()
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -111,34 +117,28 @@ class ShardedClassifier(keras.layers.Layer):
     shards R is the strategy's `num_replicas_in_sync` at construction.
 
     Layout. Shard r holds the global rows [r * S, (r + 1) * S), S =
-    `shard_size` = ceil(N / R), as one variable on replica r's device
-    (`shard_variables[r].device`), so each device holds S x d weights (and,
-    with momentum, S x d velocities), not N x d. When R does not divide N the
-    last shard ends with R * S - N zero padding rows: `logits` sets their
-    columns to -inf, so they never win a softmax or a top-K, get no gradient
-    and stay zero. Shard r belongs to the replica with
-    `replica_id_in_sync_group == r`; under MultiWorkerMirroredStrategy a
-    process creates only its own replicas' shards (worker w's local replica
-    j is replica w * local + j). MirroredStrategy traces the replica
-    function once per replica with a constant replica id, which selects the
-    shard variable; TPUStrategy traces it once with a runtime id and is not
-    supported (it would need W as one TPU-replicated variable); `logits`
-    raises there.
+    `shard_size` = ceil(N / R), on replica r's device, so each device holds
+    S x d weights (and, with momentum, S x d velocities), not N x d. W is one
+    per-replica variable (a SyncOnRead variable with aggregation NONE, see
+    `_per_replica_variable`) whose component on replica r is shard r;
+    `shard_variables` lists this process' components. Which rows a replica
+    owns follows from `replica_id_in_sync_group` at run time (`shard_offset`
+    is a tensor), so one traced program serves every replica, as TPUStrategy
+    requires. When R does not divide N the last shard ends with R * S - N
+    zero padding rows: `logits` sets their columns to -inf, so they never win
+    a softmax or a top-K, get no gradient and stay zero.
 
-    Update. The shards are plain per-device variables, not MirroredVariables
-    (those are one value copied to every replica, kept equal by summing the
-    replicas' gradients; here every replica holds different rows). Keras
-    optimizers under MirroredStrategy expect mirrored variables and
-    all-reduce gradients across replicas, so the layer does not go through
-    them: in the replica function, take the gradient of the loss w.r.t.
-    `local_shard()` and call `apply_gradient(gradient, learning_rate)`,
-    which updates this replica's shard only, with no collective:
-    `v <- momentum * v + g + weight_decay * w; w <- w - lr * v`. The
-    gradient of the sharded softmax (`sharded_softmax_cross_entropy`) w.r.t.
-    the local logits is already the exact unsharded one, so no cross-replica
-    sum is needed. The shards are trainable variables (a tape watches them)
-    but not Keras weights: they never appear in `model.trainable_variables`,
-    so a Keras optimizer never sees them.
+    Update. Keras optimizers under a strategy all-reduce gradients across
+    replicas, which is wrong for rows each replica owns alone, so the layer
+    does not go through them: in the replica function, take the gradient of
+    the loss w.r.t. `local_shard()` and call `apply_gradient(gradient,
+    learning_rate)`, which updates this replica's shard only, with no
+    collective: `v <- momentum * v + g + weight_decay * w; w <- w - lr * v`.
+    The gradient of the sharded softmax (`sharded_softmax_cross_entropy`)
+    w.r.t. the local logits is already the exact unsharded one, so no
+    cross-replica sum is needed. The variables are not Keras weights: they
+    never appear in `model.trainable_variables`, so a Keras optimizer never
+    sees them.
 
     Rows absent from the batch. With a softmax over all N classes every row
     gets a gradient each step (`p_ij * x_i / B` through the normaliser), so
@@ -148,7 +148,7 @@ class ShardedClassifier(keras.layers.Layer):
     of images seen once an epoch and raise their effective learning rate.
 
     Checkpoints. `tf.train.Checkpoint(classifier=layer)` saves W (and the
-    velocities) as ONE unpadded [N, d] tensor assembled from the shards (see
+    velocities) as ONE unpadded [N, d] tensor gathered from the shards (see
     `_ShardTable`), and restoring splits it again: a checkpoint written with
     R replicas restores with any replica count (2 -> 1 and 1 -> 2 are
     tested); only N and d must match (a ValueError names both shapes).
@@ -168,36 +168,32 @@ class ShardedClassifier(keras.layers.Layer):
         strategy = tf.distribute.get_strategy()
         self.num_shards = int(strategy.num_replicas_in_sync)
         self.shard_size = -(-self.num_classes // self.num_shards)
-        devices, first = _local_devices(strategy)
+        shape = [self.shard_size, self.dim]
         # Not attribute-tracked: the checkpoint saves them through `_ShardTable`
-        # as one unsharded matrix, not one entry per shard.
-        shard_ids = range(first, first + len(devices))
-        object.__setattr__(self, "_shard_ids", tuple(shard_ids))
-        object.__setattr__(self, "_shard_weights", tuple(
-            _plain_variable(self._initial_rows(shard), f"shard_{shard}", device)
-            for shard, device in zip(shard_ids, devices)))
-        object.__setattr__(self, "_velocities", tuple(
-            _plain_variable(tf.zeros([self.shard_size, self.dim]), f"velocity_{shard}", device)
-            for shard, device in zip(shard_ids, devices)) if self.momentum else ())
+        # as one unsharded matrix, not one entry per replica.
+        object.__setattr__(self, "_strategy", strategy)
+        object.__setattr__(self, "_weights", _per_replica_variable(shape, "shards"))
+        object.__setattr__(self, "_velocity", _per_replica_variable(shape, "velocities")
+                           if self.momentum else None)
+        components = _components(self._weights)
+        first = _first_local_replica(strategy, len(components))
+        for position, component in enumerate(components):
+            component.assign(self._initial_rows(first + position))
         self.table = _ShardTable(self)
         self.built = True
 
     # ---- layout ------------------------------------------------------------------
     @property
     def shard_variables(self):
-        """This process' shard variables, in shard (= replica) order."""
-        return self._shard_weights
+        """This process' shards, one variable per local replica, in replica order."""
+        return _components(self._weights)
 
     @property
     def velocity_variables(self):
         """Their momentum buffers (empty with momentum 0)."""
-        return self._velocities
+        return () if self._velocity is None else _components(self._velocity)
 
-    def _local_shards(self, variables):
-        return zip(self._shard_ids, variables)
-
-    def _replica_shard(self):
-        """This replica's shard id, a Python int (see the class docstring)."""
+    def _check_replicas(self):
         context = tf.distribute.get_replica_context()
         if context is None:
             raise RuntimeError("ShardedClassifier's per-replica methods run in replica "
@@ -205,24 +201,20 @@ class ShardedClassifier(keras.layers.Layer):
         if self.num_shards != context.num_replicas_in_sync:
             raise ValueError(f"This classifier was built with {self.num_shards} shards "
                              f"but runs on {context.num_replicas_in_sync} replicas.")
-        replica = tf.get_static_value(context.replica_id_in_sync_group)
-        if replica is None:
-            raise NotImplementedError(
-                "ShardedClassifier needs a replica id known while tracing (Mirrored, "
-                "MultiWorkerMirrored); TPUStrategy traces one program for all replicas.")
-        return int(replica)
-
-    def _index(self, shard):
-        return self._shard_ids.index(shard)
 
     @property
     def shard_offset(self):
-        """Global index of this replica's first row (a Python int; replica context)."""
-        return self._replica_shard() * self.shard_size
+        """Global index of this replica's first row: an int64 scalar tensor (replica context)."""
+        self._check_replicas()
+        return tf.cast(replica_id(), tf.int64) * self.shard_size
 
     def local_shard(self):
-        """This replica's shard variable [S, d] (take the loss' gradient w.r.t. it)."""
-        return self._shard_weights[self._index(self._replica_shard())]
+        """The shards' variable; in replica context it reads and writes this replica's [S, d].
+
+        Take the loss' gradient w.r.t. it inside the replica function.
+        """
+        self._check_replicas()
+        return self._weights
 
     def _initial_rows(self, shard):
         """Standard normal rows of shard `shard`, drawn per global block of rows."""
@@ -251,11 +243,10 @@ class ShardedClassifier(keras.layers.Layer):
         """
         temperature = self.temperature if temperature is None else temperature
         offset = self.shard_offset
-        shard = self.local_shard()
         features = tf.math.l2_normalize(tf.cast(global_features, tf.float32), axis=1)
-        rows = tf.math.l2_normalize(tf.convert_to_tensor(shard), axis=1)
+        rows = tf.math.l2_normalize(tf.convert_to_tensor(self.local_shard()), axis=1)
         logits = tf.matmul(features, rows, transpose_b=True) / temperature
-        if offset + self.shard_size > self.num_classes:
+        if self.num_shards * self.shard_size > self.num_classes:
             valid = padding_mask(self.shard_size, offset, self.num_classes)
             logits = tf.where(valid[None, :], logits, tf.constant(-float("inf")))
         return logits
@@ -272,16 +263,31 @@ class ShardedClassifier(keras.layers.Layer):
                 (dense or IndexedSlices).
             learning_rate: float or scalar tensor.
         """
-        index = self._index(self._replica_shard())
-        weights = self._shard_weights[index]
+        self._check_replicas()
+        weights = self._weights
         gradient = tf.convert_to_tensor(gradient)
         if self.weight_decay:
-            gradient = gradient + self.weight_decay * weights
-        if self._velocities:
-            velocity = self._velocities[index]
-            velocity.assign(self.momentum * velocity + gradient)
+            gradient = gradient + self.weight_decay * tf.convert_to_tensor(weights)
+        if self._velocity is not None:
+            velocity = self.momentum * tf.convert_to_tensor(self._velocity) + gradient
+            self._velocity.assign(velocity)
             gradient = velocity
         weights.assign_sub(tf.cast(learning_rate, weights.dtype) * gradient)
+
+    def _write_owned_rows(self, indices, values):
+        """Replica context: scatters the rows of global `indices` that this replica owns."""
+        positions = indices - self.shard_offset
+        owned = (positions >= 0) & (positions < self.shard_size)
+        positions = tf.boolean_mask(positions, owned)[:, None]
+        # Per-replica variables have no scatter; the shard is rewritten whole
+        # (raw-feature initialisation writes every row once, so it costs one
+        # extra shard copy per batch of writes, not per row).
+        self._weights.assign(tf.tensor_scatter_nd_update(
+            tf.convert_to_tensor(self._weights), positions, tf.boolean_mask(values, owned)))
+        if self._velocity is not None:
+            self._velocity.assign(tf.tensor_scatter_nd_update(
+                tf.convert_to_tensor(self._velocity), positions,
+                tf.zeros([tf.shape(positions)[0], self.dim])))
 
     def assign_rows(self, indices, values, gathered=False):
         """Writes rows by global class index (raw-feature initialisation).
@@ -294,60 +300,46 @@ class ShardedClassifier(keras.layers.Layer):
                 so every replica sees every write and keeps the rows it owns.
 
         In cross-replica context (e.g. eagerly after a feature pass, under
-        `strategy.scope()` or outside it, but not in `strategy.run`) `indices`/`values` are
-        global and every local shard takes its rows. Written rows restart
-        with zero momentum.
+        `strategy.scope()` or outside it, but not in `strategy.run`)
+        `indices`/`values` are global and every replica takes its rows.
+        Written rows restart with zero momentum.
         """
         indices = tf.cast(tf.convert_to_tensor(indices), tf.int64)
         values = tf.convert_to_tensor(values, tf.float32)
-        context = tf.distribute.get_replica_context()
-        if context is None or (context.num_replicas_in_sync == 1 and self.num_shards > 1):
-            # Cross-replica context, or eager code outside the strategy's scope.
-            shards = range(len(self._shard_weights))
-        else:
-            if not gathered:
-                indices, values = all_gather(indices), all_gather(values)
-            shards = [self._index(self._replica_shard())]
-        for index in shards:
-            offset = self._shard_ids[index] * self.shard_size
-            positions = indices - offset
-            owned = (positions >= 0) & (positions < self.shard_size)
-            positions = tf.boolean_mask(positions, owned)[:, None]
-            with tf.device(self._shard_weights[index].device):
-                self._shard_weights[index].scatter_nd_update(
-                    positions, tf.boolean_mask(values, owned))
-                if self._velocities:
-                    self._velocities[index].scatter_nd_update(
-                        positions, tf.zeros([tf.shape(positions)[0], self.dim]))
+        if tf.distribute.in_cross_replica_context() or (
+                self.num_shards > 1 and not tf.distribute.has_strategy()):
+            self._strategy.run(self._write_owned_rows, args=(indices, values))
+            return
+        if not gathered:
+            indices, values = all_gather(indices), all_gather(values)
+        self._write_owned_rows(indices, values)
 
     # ---- whole-matrix views ------------------------------------------------------
-    def _concat(self, variables):
-        if len(variables) != self.num_shards:
-            raise NotImplementedError(
-                f"This process holds {len(variables)} of the {self.num_shards} shards "
-                f"(multi-worker); assembling W needs every worker's shards.")
-        with tf.device("/cpu:0"):
-            return tf.concat([tf.convert_to_tensor(v) for v in variables],
-                             axis=0)[:self.num_classes]
+    def _gather(self, variable):
+        """The unpadded [N, d] matrix of a per-replica variable (a collective; cross-replica)."""
+        local = self._strategy.run(lambda: tf.identity(variable.read_value()))
+        return self._strategy.gather(local, axis=0)[:self.num_classes]
 
-    def _rows_of(self, full, shard):
-        """Shard `shard`'s rows [S, d] of an unpadded [N, d] matrix (padding zero)."""
-        start = min(shard * self.shard_size, self.num_classes)
-        rows = full[start:start + self.shard_size]
-        return tf.pad(rows, [[0, self.shard_size - rows.shape[0]], [0, 0]])
+    def _scatter_full(self, variable, full):
+        """Each replica takes its rows of an unpadded [N, d] matrix (cross-replica)."""
+        padded = tf.pad(tf.convert_to_tensor(full, variable.dtype),
+                        [[0, self.num_shards * self.shard_size - self.num_classes], [0, 0]])
+        blocks = tf.reshape(padded, [self.num_shards, self.shard_size, self.dim])
+        self._strategy.run(lambda: variable.assign(tf.gather(blocks, replica_id())))
 
     def read_all(self):
-        """The full W [N, d] (padding dropped), assembled on the host CPU.
+        """The full W [N, d] (padding dropped), gathered from every replica.
 
         For tests, export and checkpoint checks: at N = 1M this is the whole
-        matrix on one device. Call in cross-replica context or eagerly.
+        matrix on one device. Call in cross-replica context or eagerly; under
+        MultiWorkerMirroredStrategy every worker must call it (a collective).
         """
-        return self._concat(self._shard_weights)
+        return self._gather(self._weights)
 
     def state_bytes_per_device(self):
         """{device: bytes of classifier state (weights and velocities) placed there}."""
         sizes = {}
-        for variable in self._shard_weights + self._velocities:
+        for variable in self.shard_variables + self.velocity_variables:
             sizes[variable.device] = sizes.get(variable.device, 0) + int(
                 np.prod(variable.shape)) * variable.dtype.size
         return sizes
