@@ -171,8 +171,9 @@ class Method(keras.Model):
         """Steps `sharded_variables()` with their gradients, in replica context.
 
         Args:
-            gradients: one per sharded variable (of the loss as the optimizer
-                sees it: with mixed precision, still loss-scaled).
+            gradients: one per sharded variable, of the unscaled loss (with
+                mixed float16 the base divides them by the loss scale and
+                skips this call on a step whose gradients overflow).
             learning_rate: the optimizer's learning rate at this step.
             ctx: the `StepContext`.
         """
@@ -263,9 +264,7 @@ class Method(keras.Model):
         sharded = list(self.sharded_variables())
         gradients = tape.gradient(scaled_loss, variables + sharded)
         if sharded:
-            # Read before apply_gradients moves the schedule to the next step.
-            learning_rate = self.optimizer.learning_rate
-            self.apply_sharded_gradients(gradients[len(variables):], learning_rate, ctx)
+            self._step_sharded(gradients[:len(variables)], gradients[len(variables):], ctx)
         self.optimizer.apply_gradients(zip(gradients[:len(variables)], variables))
         self.after_apply(outputs, ctx)
         # Trackers, not returned tensors: under MirroredStrategy a raw tensor
@@ -284,6 +283,34 @@ class Method(keras.Model):
                 "epoch boundaries: pass callbacks=[keras_ssl.training.EpochFeaturePass("
                 "eval_dataset)] to fit, or train with keras_ssl.training.pretrain.")
         return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def _step_sharded(self, gradients, sharded_gradients, ctx):
+        """Unscales the sharded gradients and steps them, as the optimizer treats its own.
+
+        With mixed float16 the optimizer is a LossScaleOptimizer: the tape's
+        gradients are of the scaled loss, and a step whose gradients overflow
+        is skipped (and the scale halved). The sharded state follows the same
+        rule: its gradients are divided by the scale, and it is left alone on
+        a step that any replica found non-finite, in its own rows or in the
+        mirrored gradients (the optimizer skips those steps too).
+        """
+        # Read before apply_gradients moves the schedule to the next step.
+        learning_rate = self.optimizer.learning_rate
+        scale = getattr(self.optimizer, "dynamic_scale", None)
+        if scale is None:
+            self.apply_sharded_gradients(sharded_gradients, learning_rate, ctx)
+            return
+        unscaled = [tf.convert_to_tensor(g) / tf.cast(scale, g.dtype) for g in sharded_gradients]
+        local_bad = tf.add_n([tf.reduce_sum(tf.cast(~tf.math.is_finite(tf.convert_to_tensor(g)),
+                                                    tf.float32))
+                              for g in list(gradients) + unscaled if g is not None])
+        finite = tf.equal(distribute.all_reduce_sum(local_bad), 0.0)
+
+        def apply():
+            self.apply_sharded_gradients(unscaled, learning_rate, ctx)
+            return tf.constant(True)
+
+        tf.cond(finite, apply, lambda: tf.constant(False))
 
     def encode_views(self, views, training, *, together=True):
         """Backbone features of each view.

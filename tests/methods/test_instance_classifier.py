@@ -112,3 +112,29 @@ def test_it_needs_the_training_set_size():
 
     with pytest.raises(ValueError, match="num_examples"):
         InstanceClassifier(tiny_backbone())
+
+
+def test_loss_scaling_keeps_the_shard_update_and_skips_overflowing_steps():
+    # Mixed float16 wraps the optimizer in a LossScaleOptimizer: the tape's
+    # gradients are of the scaled loss. The shard must be stepped with the
+    # unscaled gradient (the same update as without scaling) and left alone
+    # on a step whose gradients overflow, as the optimizer leaves its own.
+    batch = next(iter(harness.batches(1)))
+    plain = built()
+    with tf.distribute.get_strategy().scope():
+        scaled = harness.build(NAME)
+        scaled.compile(optimizer=keras.optimizers.LossScaleOptimizer(
+            keras.optimizers.SGD(0.1, momentum=0.9), initial_scale=2.0 ** 12))
+        scaled.optimizer.build(scaled.trainable_variables)
+    start = plain.classifier.read_all().numpy()
+    np.testing.assert_array_equal(scaled.classifier.read_all().numpy(), start)
+    plain.train_step(batch)
+    scaled.train_step(batch)
+    moved = scaled.classifier.read_all().numpy()
+    assert np.abs(moved - start).max() > 1e-4
+    np.testing.assert_allclose(moved, plain.classifier.read_all().numpy(), rtol=1e-5, atol=1e-7)
+
+    scaled.optimizer.dynamic_scale.assign(np.finfo(np.float32).max)  # the gradients overflow
+    scaled.train_step(batch)
+    np.testing.assert_array_equal(scaled.classifier.read_all().numpy(), moved)
+    assert float(scaled.optimizer.dynamic_scale.numpy()) < np.finfo(np.float32).max
