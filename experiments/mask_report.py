@@ -33,6 +33,7 @@ docs/images/background_masks.png shows a few test images, their masks and
 the BG_RM and BG_Random ops of `keras_ssl.augment.background` on them.
 """
 
+import io
 import json
 import os
 import sys
@@ -234,6 +235,7 @@ def write_grid(images, masks_by_source, path, *, cell_size=96, seed=0):
     from PIL import Image
 
     from keras_ssl.augment import background
+    from keras_ssl.data.storage import write_bytes
 
     views = tf.convert_to_tensor(images, tf.float32) / 255.0
     columns, titles = [np.asarray(images)], ["image"]
@@ -256,15 +258,17 @@ def write_grid(images, masks_by_source, path, *, cell_size=96, seed=0):
             enlarged = Image.fromarray(cell).resize((cell_size, cell_size), Image.NEAREST)
             canvas[row * step:row * step + cell_size,
                    col * step:col * step + cell_size] = np.asarray(enlarged)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    Image.fromarray(canvas).save(path)
+    png = io.BytesIO()
+    Image.fromarray(canvas).save(png, format="PNG")
+    write_bytes(path, png.getvalue())  # any TensorFlow file system; the folder is created
     return titles
 
 
 def _relative(path):
     """``path`` relative to the repository when inside it (the JSON is committed)."""
-    path = os.path.abspath(path)
-    return os.path.relpath(path, ROOT) if os.path.commonpath([path, ROOT]) == ROOT else path
+    from keras_ssl.data.storage import absolute, is_within
+    path = absolute(path)  # a URL stays as it is
+    return os.path.relpath(path, ROOT) if is_within(path, ROOT) else path
 
 
 def mask_report(data, work_dir, *, encoder=None, encoder_info=None, encoder_dir=None,
@@ -288,6 +292,9 @@ def mask_report(data, work_dir, *, encoder=None, encoder_info=None, encoder_dir=
     Returns:
         The results dict written to ``results_path``.
     """
+    import tensorflow as tf
+
+    from keras_ssl.data.storage import write_text
     from keras_ssl.saliency import EncoderMasks, SpectralResidualMasks, cached_masks
     from keras_ssl.training import load_training_data
 
@@ -303,9 +310,10 @@ def mask_report(data, work_dir, *, encoder=None, encoder_info=None, encoder_dir=
     if encoder is not None:
         sources["encoder"] = EncoderMasks(encoder)
     cache_dir = os.path.join(work_dir, "masks")
+    is_folder = not data.startswith(("tfds:", "npz:")) and tf.io.gfile.isdir(data)
     masks = {name: {split_name: cached_masks(split, mask_source, cache_dir,
                                              split_name=split_name, image_size=image_size,
-                                             data_dir=data if os.path.isdir(data) else None)
+                                             data_dir=data if is_folder else None)
                     for split_name, split in splits.items()}
              for name, mask_source in sources.items()}
 
@@ -340,9 +348,7 @@ def mask_report(data, work_dir, *, encoder=None, encoder_info=None, encoder_dir=
     results["grid"] = {"path": _relative(grid_path), "split": grid_split,
                        "indices": chosen.tolist(), "columns": titles, "cell_size": cell_size}
     results["seconds"] = round(time.perf_counter() - start, 1)
-    os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
-    with open(results_path, "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
+    write_text(results_path, json.dumps(results, indent=2, sort_keys=True))
     return results
 
 

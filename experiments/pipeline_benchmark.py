@@ -21,6 +21,7 @@ images/s for 2x32 + 6x16 multi-crop.
 
 import dataclasses
 import functools
+import io
 import json
 import os
 import time
@@ -46,24 +47,28 @@ def load_image_folder(data_dir, per_class):
 
     Args:
         data_dir: a folder of class sub-folders, or one holding a ``train/``
-            folder of them (the train split is used).
+            folder of them (the train split is used); local or on any
+            TensorFlow file system (``gs://...``).
         per_class: images to take from each class, in file-name order.
 
     Returns:
         uint8 array ``[N, H, W, 3]`` (cached: measuring several recipes decodes
         the folder once).
     """
+    gfile = tf.io.gfile
     train_dir = os.path.join(data_dir, "train")
-    if os.path.isdir(train_dir):
+    if gfile.isdir(train_dir):
         data_dir = train_dir
     images = []
-    for class_name in sorted(os.listdir(data_dir)):
+    for class_name in sorted(name.rstrip("/") for name in gfile.listdir(data_dir)):
         class_dir = os.path.join(data_dir, class_name)
-        if not os.path.isdir(class_dir):
+        if not gfile.isdir(class_dir):
             continue
-        names = sorted(n for n in os.listdir(class_dir) if n.lower().endswith(_IMAGE_SUFFIXES))
+        names = sorted(n for n in gfile.listdir(class_dir) if n.lower().endswith(_IMAGE_SUFFIXES))
         for name in names[:per_class]:
-            with Image.open(os.path.join(class_dir, name)) as image:
+            with gfile.GFile(os.path.join(class_dir, name), "rb") as file:
+                encoded = io.BytesIO(file.read())
+            with Image.open(encoded) as image:
                 images.append(np.asarray(image.convert("RGB")))
     if not images:
         raise ValueError(f"No images found under {data_dir}.")

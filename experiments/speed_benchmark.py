@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from keras_ssl import configs
 from keras_ssl import data as ssl_data
+from keras_ssl.data.storage import absolute
 from keras_ssl.methods import RunContext
 from keras_ssl.training import (EpochFeaturePass, build_method, load_training_data,
                                 make_views)
@@ -151,7 +152,7 @@ def measure_in_tree(tree, method, data, seed):
     code = ("import json, sys; from experiments.speed_benchmark import measure_speed; "
             "print('RESULT ' + json.dumps(measure_speed(sys.argv[1], sys.argv[2], "
             "seed=int(sys.argv[3]))))")
-    run = subprocess.run([sys.executable, "-c", code, method, os.path.abspath(data),
+    run = subprocess.run([sys.executable, "-c", code, method, absolute(data),
                           str(seed)], cwd=tree, capture_output=True, text=True)
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
     if not lines:

@@ -4,6 +4,8 @@ The SavedModel holds the encoder alone (no heads, targets, queues or banks)
 and a `serve` signature that takes uint8 images of any batch size and any
 height and width, resizes them to the training size and returns features, so
 `tf.saved_model.load(path).serve(images)` works without keras_ssl installed.
+The export folder may be on any TensorFlow file system (`gs://bucket/export`): the
+SavedModel is written and Keras saves the `.keras` file through `tf.io.gfile`.
 """
 
 import os
@@ -25,7 +27,7 @@ def export_encoder(encoder, export_dir, *, image_size):
 
     Args:
         encoder: the method's `encoder` (float images in [0, 1] -> features).
-        export_dir: output folder (created).
+        export_dir: output folder (created), local or a URL such as `gs://...`.
         image_size: side the encoder was trained at; inputs are resized to it.
 
     Returns:
@@ -35,7 +37,7 @@ def export_encoder(encoder, export_dir, *, image_size):
         >>> path = export_encoder(method.encoder, "/tmp/export", image_size=32)
         >>> features = tf.saved_model.load(path).serve(uint8_images)  # [B, D]
     """
-    os.makedirs(export_dir, exist_ok=True)
+    tf.io.gfile.makedirs(export_dir)
     saved_model_dir = os.path.join(export_dir, "saved_model")
     archive = keras.export.ExportArchive()
     archive.track(encoder)

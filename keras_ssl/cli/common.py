@@ -4,14 +4,16 @@ Nothing here imports TensorFlow, and neither may the programs' flag
 definitions and checks: importing it takes seconds, so a mistyped flag or
 path is reported at once, before the programs import it (inside their run
 function). The path checks below repeat, without TensorFlow, the first test
-the library makes of the same value, which still makes it again later.
+the library makes of the same value, which still makes it again later. A
+path may also be a URL of a TensorFlow file system (`gs://bucket/cifar10`);
+only TensorFlow can see there, so checking a URL imports it.
 """
 
 import json
 import os
 import sys
 
-from absl import app
+from absl import app, flags
 
 from keras_ssl.checkpoint_paths import check_checkpoint_path  # noqa: F401  (the binaries use it)
 
@@ -37,11 +39,44 @@ def program_name():
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "keras-ssl"
 
 
+def is_url(path):
+    """True for a URL of a file system (`gs://...`, `file://...`), False for a local path."""
+    return "://" in path
+
+
+def path_kind(path):
+    """"folder", "file" or None (nothing there) for a local path or a URL.
+
+    Raises:
+        ValueError: a URL TensorFlow cannot reach (an unknown scheme, no network).
+    """
+    if not is_url(path):
+        if os.path.isdir(path):
+            return "folder"
+        return "file" if os.path.exists(path) else None
+    import tensorflow as tf
+    try:
+        if tf.io.gfile.isdir(path):
+            return "folder"
+        return "file" if tf.io.gfile.exists(path) else None
+    except tf.errors.OpError as error:
+        raise ValueError(f"{path}: cannot be reached ({error.message})") from None
+
+
+def define_tfds_data_dir_flag():
+    """--tfds_data_dir, shared by the programs that load --data (once per process)."""
+    if "tfds_data_dir" not in flags.FLAGS:
+        flags.DEFINE_string("tfds_data_dir", None,
+                            "Folder of prepared tensorflow-datasets sets for --data=tfds:NAME "
+                            "(default: tfds's own, ~/tensorflow_datasets); may be gs://...")
+
+
 def check_data_spec(spec):
     """Raises ValueError naming `spec` unless it could name a data set; returns it.
 
     The path tests of `keras_ssl.data.load_source`: an `npz:` file or an image
     folder must exist (a `tfds:` name is only known to tensorflow-datasets).
+    Either may be a URL (`npz:gs://bucket/cifar10.npz`).
     """
     if spec.startswith("tfds:"):
         if not spec[len("tfds:"):]:
@@ -49,13 +84,14 @@ def check_data_spec(spec):
         return spec
     if spec.startswith("npz:"):
         path = os.path.expanduser(spec[len("npz:"):])
-        if not os.path.isfile(path):
+        if path_kind(path) != "file":
             raise ValueError(f"--data={spec}: no file {path}; npz:PATH takes a .npz file "
                              "with x_train, y_train, x_test, y_test.")
         return spec
     path = os.path.expanduser(spec)
-    if not os.path.isdir(path):
-        what = "is a file, not a folder" if os.path.exists(path) else "does not exist"
+    kind = path_kind(path)
+    if kind != "folder":
+        what = "is a file, not a folder" if kind else "does not exist"
         raise ValueError(f"--data={spec}: {path} {what}; give an image folder path, "
                          "tfds:NAME or npz:PATH.")
     return spec

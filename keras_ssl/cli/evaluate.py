@@ -6,6 +6,8 @@
 --checkpoint takes a training run's --model_dir (or a checkpoint prefix in
 it) and rebuilds the encoder from the run's config.json; --saved_model takes
 a keras-ssl-export SavedModel and encodes through its uint8 `serve` signature.
+Paths (--data, --saved_model, --plot) may be URLs of a TensorFlow file system
+(`gs://bucket/...`).
 Protocols: weighted kNN, linear probe on frozen features, semi-supervised
 fine-tuning on class-balanced label fractions, and k-means clustering.
 Bad flags or paths end with one error line and exit status 2.
@@ -17,7 +19,8 @@ import sys
 import keras_ssl  # noqa: F401  (sets TensorFlow's environment first)
 from absl import app, flags, logging
 
-from keras_ssl.cli.common import (check_checkpoint_path, check_data_spec, json_main,
+from keras_ssl.cli.common import (check_checkpoint_path, check_data_spec,
+                                  define_tfds_data_dir_flag, json_main, path_kind,
                                   program_name)
 
 PROTOCOLS = ("knn", "linear", "semi", "cluster")
@@ -35,6 +38,7 @@ def define_flags():
     flags.DEFINE_string("saved_model", None, "SavedModel folder written by keras-ssl-export.")
     flags.DEFINE_string("data", None,
                         "Image folder path, tfds:NAME or npz:PATH (labelled).")
+    define_tfds_data_dir_flag()
     flags.DEFINE_integer("image_size", 0,
                          "Side images are resized to (0: the run's training size).")
     flags.DEFINE_integer("train_per_class", 0,
@@ -119,8 +123,8 @@ def check_flags():
         parse_fractions(FLAGS.label_fractions)
     if FLAGS.checkpoint:
         check_checkpoint_path(FLAGS.checkpoint)
-    elif not os.path.exists(os.path.join(os.path.expanduser(FLAGS.saved_model),
-                                         "saved_model.pb")):
+    elif path_kind(os.path.join(os.path.expanduser(FLAGS.saved_model),
+                                "saved_model.pb")) != "file":
         raise FileNotFoundError(f"--saved_model={FLAGS.saved_model}: no saved_model.pb there; "
                                 "pass the saved_model folder export.py or train.py "
                                 "--export_dir wrote.")
@@ -137,10 +141,12 @@ def load_encoder():
             "checkpoint": prefix, "model_dir": model_dir, "method": config.get("method")}
     import keras
     import tensorflow as tf
+    from keras_ssl.data.storage import parent
     path = os.path.expanduser(FLAGS.saved_model)
     served = ServedEncoder(tf.saved_model.load(path))
-    keras_path = os.path.join(os.path.dirname(os.path.abspath(path)), "encoder.keras")
-    keras_encoder = keras.saving.load_model(keras_path) if os.path.exists(keras_path) else None
+    keras_path = os.path.join(parent(path), "encoder.keras")
+    keras_encoder = (keras.saving.load_model(keras_path) if tf.io.gfile.exists(keras_path)
+                     else None)
     image_size = int(keras_encoder.input_shape[1]) if keras_encoder is not None else 0
     return served, keras_encoder, image_size, {
         "saved_model": path, "keras_encoder": keras_path if keras_encoder else None}
@@ -150,9 +156,10 @@ def load_data(image_size):
     """(source, train split, test split), subsets applied and decoded when they fit."""
     from keras_ssl.training import load_training_data
     from keras_ssl import data as ssl_data
+    tfds_options = {"tfds_data_dir": FLAGS.tfds_data_dir} if FLAGS.tfds_data_dir else {}
     source, train, _ = load_training_data(FLAGS.data, image_size=image_size,
                                           train_per_class=FLAGS.train_per_class,
-                                          imbalance_ratio=0.0)
+                                          imbalance_ratio=0.0, **tfds_options)
     if not source.num_classes or source.test is None or not train.is_labeled:
         raise ValueError(f"--data={FLAGS.data}: evaluation needs labelled train and test "
                          "splits (an image folder with train/ and test/ class folders, "
@@ -261,14 +268,15 @@ def semi_supervised(keras_encoder, train, test_dataset, train_features, train_la
 
 def plots(test_features, test_labels, class_names, model_dir):
     """Writes the t-SNE of the test features and, for a run folder, its curves."""
+    import tensorflow as tf
     from keras_ssl import evaluation
-    os.makedirs(FLAGS.plot, exist_ok=True)
+    tf.io.gfile.makedirs(FLAGS.plot)
     written = {"embedding_plot": os.path.join(FLAGS.plot, "embedding.png")}
     evaluation.plot_embedding(test_features, test_labels, written["embedding_plot"],
                               class_names=class_names or None, method="tsne",
                               max_points=FLAGS.plot_max_points, seed=FLAGS.seed)
     history = {}
-    if model_dir and os.path.isdir(os.path.join(model_dir, "logs")):
+    if model_dir and tf.io.gfile.isdir(os.path.join(model_dir, "logs")):
         history = evaluation.read_tensorboard_history(os.path.join(model_dir, "logs"))
     if history:
         written["curves_plot"] = os.path.join(FLAGS.plot, "training_curves.png")

@@ -5,6 +5,7 @@
 Prints one JSON line with the paths. The SavedModel's `serve` signature takes
 uint8 images [batch, height, width, 3] of any size and returns features; it
 needs only TensorFlow: `tf.saved_model.load(path).serve(images)`.
+--export_dir may be a URL of a TensorFlow file system (`gs://bucket/export`).
 Bad flags or paths end with one error line and exit status 2.
 """
 
@@ -24,7 +25,8 @@ def define_flags():
         return
     flags.DEFINE_string("checkpoint", None,
                         "A training run's --model_dir, or a checkpoint prefix in it.")
-    flags.DEFINE_string("export_dir", None, "Output folder (saved_model/ and encoder.keras).")
+    flags.DEFINE_string("export_dir", None,
+                        "Output folder (saved_model/ and encoder.keras); may be gs://...")
 
 
 def export():

@@ -45,10 +45,12 @@ def load_npz(path: str, *, image_size: int | None) -> DataSource:
     optional `class_names` array names the classes; otherwise they are "0", "1", ...
 
     Args:
-        path: the .npz file.
+        path: the .npz file, local or on any TensorFlow file system (`gs://...`).
         image_size: resize every image to image_size x image_size; None keeps sizes.
     """
-    with np.load(path, allow_pickle=False) as arrays:
+    # np.load reads the zip archive through the GFile's read and seek, one array at a time,
+    # so the file is never held in memory twice.
+    with tf.io.gfile.GFile(path, "rb") as file, np.load(file, allow_pickle=False) as arrays:
         if "x_train" not in arrays:
             raise ValueError(
                 f"npz:{path} has arrays {sorted(arrays.files)}; it needs x_train "
@@ -77,7 +79,7 @@ def load_npz(path: str, *, image_size: int | None) -> DataSource:
     )
 
 
-def _tfds_split_to_numpy(name: str, split: str, image_size: int | None) -> Split:
+def _tfds_split_to_numpy(name: str, split: str, image_size: int | None, data_dir: str | None) -> Split:
     """Copies one tfds split (keys image/label) into a uint8 in-memory Split."""
     import tensorflow_datasets as tfds  # slow import, only paid by tfds sources
 
@@ -93,7 +95,7 @@ def _tfds_split_to_numpy(name: str, split: str, image_size: int | None) -> Split
         return image, tf.cast(label, tf.int64)
 
     try:
-        dataset = tfds.load(name, split=split)
+        dataset = tfds.load(name, split=split, data_dir=data_dir)
     # tfds.load downloads and prepares missing data; offline that fails in many ways
     # (network errors, missing optional modules), none of which names the spec.
     except Exception as error:  # noqa: BLE001
@@ -118,7 +120,9 @@ def _tfds_split_to_numpy(name: str, split: str, image_size: int | None) -> Split
     return Split(images=np.concatenate(images), paths=None, labels=np.concatenate(labels))
 
 
-def load_tfds(name: str, *, image_size: int | None, cache_limit_bytes: int) -> DataSource:
+def load_tfds(
+    name: str, *, image_size: int | None, cache_limit_bytes: int, data_dir: str | None = None
+) -> DataSource:
     """Loads the train and (if present) test split of a tfds data set into memory.
 
     Args:
@@ -126,11 +130,13 @@ def load_tfds(name: str, *, image_size: int | None, cache_limit_bytes: int) -> D
         image_size: resize every image to image_size x image_size; None keeps sizes.
         cache_limit_bytes: refuse (ValueError) a split whose decoded size, as recorded in
             the tfds metadata, is above this.
+        data_dir: the folder of prepared tfds data sets (None: tfds's default); any
+            TensorFlow file system, as tfds reads it through `tf.io.gfile`.
     """
     import tensorflow_datasets as tfds
 
     try:
-        info = tfds.builder(name).info
+        info = tfds.builder(name, data_dir=data_dir).info
     except tfds.core.registered.DatasetNotFoundError:
         raise ValueError(f"tfds:{name}: no such tensorflow-datasets data set.") from None
     if "image" not in info.features:
@@ -150,14 +156,14 @@ def load_tfds(name: str, *, image_size: int | None, cache_limit_bytes: int) -> D
                     "(streamed from disk) or raise the limit."
                 )
 
-    train = _tfds_split_to_numpy(name, "train", image_size)
+    train = _tfds_split_to_numpy(name, "train", image_size, data_dir)
     test = None
     if "test" in known_splits:
-        test = _tfds_split_to_numpy(name, "test", image_size)
+        test = _tfds_split_to_numpy(name, "test", image_size, data_dir)
     elif not known_splits:
         # Split metadata can be missing (never prepared, or mocked in tests): try `test`.
         try:
-            test = _tfds_split_to_numpy(name, "test", image_size)
+            test = _tfds_split_to_numpy(name, "test", image_size, data_dir)
         except ValueError:
             test = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from keras_ssl.data.decode import decode_images, peek_image_shape
 from keras_ssl.data.image_files import IMAGE_EXTENSIONS, has_image_header, list_image_folder
@@ -18,11 +19,11 @@ TEST_FOLDERS = ("test", "val", "validation")
 def _split_folders(root: str) -> tuple[str, str | None]:
     """(train folder, test folder or None); without `train/` the whole root is train."""
     train_dir = os.path.join(root, TRAIN_FOLDER)
-    if not os.path.isdir(train_dir):
+    if not tf.io.gfile.isdir(train_dir):
         return root, None
     for name in TEST_FOLDERS:
         test_dir = os.path.join(root, name)
-        if os.path.isdir(test_dir):
+        if tf.io.gfile.isdir(test_dir):
             return train_dir, test_dir
     return train_dir, None
 

@@ -1,8 +1,14 @@
-"""Finding image files in a folder tree and a cheap check that a file is an image."""
+"""Finding image files in a folder tree and a cheap check that a file is an image.
+
+Folders are listed with `tf.io.gfile`, so a tree on any TensorFlow file system (`gs://`,
+`file://`, ...) lists as a local one does.
+"""
 
 from __future__ import annotations
 
 import os
+
+import tensorflow as tf
 
 # Formats both PIL and tf.io.decode_image read, so the in-memory and streamed paths agree.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -35,9 +41,11 @@ def has_image_header(path: str) -> bool:
         path: the image file.
     """
     try:
-        with open(path, "rb") as f:
+        with tf.io.gfile.GFile(path, "rb") as f:
             header = f.read(_HEADER_BYTES)
-    except OSError:
+    # A missing, unreadable or folder entry: local errors come as OSError, remote
+    # file systems raise TensorFlow's errors.
+    except (OSError, tf.errors.OpError):
         return False
     return header.startswith(_MAGIC_HEADERS)
 
@@ -47,29 +55,51 @@ def _visible(name: str) -> bool:
     return not name.startswith(".")
 
 
+def _entries(directory: str) -> tuple[list[str], list[str]]:
+    """(sub-folder names, image file names) of one folder, hidden entries left out.
+
+    A name with an image extension is taken to be a file without asking the file system:
+    on a bucket every `isdir` is a request, and an ImageNet class folder holds over a
+    thousand images. Only other names are asked; some file systems mark a folder with a
+    trailing '/', which answers without a request. (A folder named like an image, `x.jpg/`,
+    is thus read as a file, found unreadable and skipped.)
+    """
+    folders, images = [], []
+    for entry in tf.io.gfile.listdir(directory):
+        name = entry.rstrip("/")
+        if not _visible(name):
+            continue
+        if entry.endswith("/"):
+            folders.append(name)
+        elif is_image_file(name):
+            images.append(name)
+        elif tf.io.gfile.isdir(os.path.join(directory, name)):  # follows symlinks
+            folders.append(name)
+    return folders, images
+
+
 def list_images(directory: str) -> list[str]:
     """Image files under `directory` (recursively), in sorted relative-path order.
 
     Args:
         directory: folder to walk.
     """
-    found = []
-    for parent, dirs, files in os.walk(directory, followlinks=True):
-        # Sorting the walk in place makes the order independent of the file system.
-        dirs[:] = sorted(d for d in dirs if _visible(d))
-        found.extend(os.path.join(parent, f) for f in sorted(files) if _visible(f) and is_image_file(f))
-    # os.walk lists a folder's files before its sub-folders' files; sorting by path
-    # components (all paths share the `directory` prefix) gives one plain sorted order.
-    return sorted(found, key=lambda p: p.split(os.sep))
+    found, pending = [], [directory]
+    while pending:
+        parent = pending.pop()
+        folders, images = _entries(parent)
+        found.extend(os.path.join(parent, name) for name in images)
+        pending.extend(os.path.join(parent, name) for name in folders)
+    # Sorting by path components (all paths share the `directory` prefix) gives one order
+    # independent of the file system's listing order: a folder's files and sub-folders
+    # interleave by name.
+    return sorted(found, key=lambda p: p.split("/"))
 
 
 def class_folders(directory: str) -> list[str]:
     """Sorted names of the visible sub-folders of `directory`; each one is a class."""
-    return sorted(
-        entry.name
-        for entry in os.scandir(directory)
-        if entry.is_dir(follow_symlinks=True) and _visible(entry.name)
-    )
+    folders, _ = _entries(directory)
+    return sorted(folders)
 
 
 def list_image_folder(directory: str) -> tuple[list[str], list[int], list[str]]:

@@ -27,6 +27,7 @@ import os
 import re
 
 import numpy as np
+import tensorflow as tf
 
 from keras_ssl.data.mixing import SALT_BUDGET, SALT_BUDGET_CLASSES, splitmix64, stream_base
 from keras_ssl.data.split import Split
@@ -207,10 +208,11 @@ def read_label_indices(path, num_examples: int | None = None) -> np.ndarray:
             range or repeats an earlier one; the message names the file and the line.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    # tf.io.gfile, so the file may be on any TensorFlow file system (gs://...).
+    if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
         raise ValueError(f"Label index file {path!r} does not exist.")
     values, first_line = [], {}
-    with open(path, encoding="utf-8") as f:
+    with tf.io.gfile.GFile(path, "r") as f:
         for number, raw in enumerate(f, start=1):
             text = raw.strip()
             if not text or text.startswith("#"):
@@ -250,8 +252,7 @@ def write_label_indices(path, indices, *, header: str | None = None) -> None:
     if array.size and np.any(array < 0):
         raise ValueError(f"Label indices must be non-negative, got {int(array[array < 0][0])}.")
     array = _check_indices(array, int(array.max()) + 1 if array.size else 0)
-    with open(os.fspath(path), "w", encoding="utf-8") as f:
-        if header:
-            for line in header.splitlines():
-                f.write(f"# {line}\n")
-        f.writelines(f"{int(i)}\n" for i in array)
+    lines = [f"# {line}\n" for line in (header or "").splitlines()]
+    lines += [f"{int(i)}\n" for i in array]
+    with tf.io.gfile.GFile(os.fspath(path), "w") as f:  # any TensorFlow file system
+        f.write("".join(lines))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import tensorflow as tf
+
 from keras_ssl.data.array_sources import load_npz, load_tfds
 from keras_ssl.data.decode import warn_skipped
 from keras_ssl.data.folder_source import load_image_folder
@@ -18,7 +20,29 @@ VALID_SPECS = (
 )
 
 
-def load_source(spec: str, *, image_size: int | None = None, cache_limit_bytes: int = 2**31) -> DataSource:
+def _path_problem(path: str, *, folder: bool) -> str | None:
+    """Why `path` is not the folder (or file) a spec must name, or None when it is.
+
+    Asked through `tf.io.gfile`, so the path may be a URL of any TensorFlow file system.
+    """
+    try:
+        if tf.io.gfile.isdir(path):
+            return None if folder else "is a folder, not a file"
+        if tf.io.gfile.exists(path):
+            return "is a file, not a folder" if folder else None
+        return "does not exist"
+    # An unknown scheme (s3:// without its plugin), an unreachable bucket, a denied read.
+    except tf.errors.OpError as error:
+        return f"cannot be reached ({type(error).__name__}: {error.message})"
+
+
+def load_source(
+    spec: str,
+    *,
+    image_size: int | None = None,
+    cache_limit_bytes: int = 2**31,
+    tfds_data_dir: str | None = None,
+) -> DataSource:
     """Loads the data set named by `spec`.
 
     Image folders: JPEG, PNG, BMP and GIF (first frame) files, found by extension, in sorted
@@ -26,6 +50,7 @@ def load_source(spec: str, *, image_size: int | None = None, cache_limit_bytes: 
     split that fits in `cache_limit_bytes` once decoded is decoded up front into
     `Split.images`; a larger one keeps `Split.paths` and is decoded by the tf.data pipeline.
     Unreadable files are skipped, listed in `skipped_files` and named in one warning.
+    Folder and npz paths may be URLs of any TensorFlow file system (`gs://bucket/cifar10`).
 
     Args:
         spec: an image folder path (`class/` sub-folders, with `train/` and `test/`
@@ -36,6 +61,8 @@ def load_source(spec: str, *, image_size: int | None = None, cache_limit_bytes: 
         image_size: resize every image to image_size x image_size; None keeps the stored
             size, which then must be the same for all images of a decoded split.
         cache_limit_bytes: largest decoded size (bytes) of a split kept in memory.
+        tfds_data_dir: where tensorflow-datasets keeps its prepared data sets (None: its
+            default, ~/tensorflow_datasets or $TFDS_DATA_DIR); may be a `gs://` folder.
 
     Returns:
         The DataSource.
@@ -56,17 +83,19 @@ def load_source(spec: str, *, image_size: int | None = None, cache_limit_bytes: 
         name = spec[len(TFDS_PREFIX):]
         if not name:
             raise ValueError(f"Data spec {spec!r} has no data set name after 'tfds:'. Use {VALID_SPECS}.")
-        source = load_tfds(name, image_size=image_size, cache_limit_bytes=cache_limit_bytes)
+        source = load_tfds(name, image_size=image_size, cache_limit_bytes=cache_limit_bytes,
+                           data_dir=tfds_data_dir)
     elif spec.startswith(NPZ_PREFIX):
         path = os.path.expanduser(spec[len(NPZ_PREFIX):])
-        if not os.path.isfile(path):
-            raise ValueError(f"Data spec {spec!r}: no file {path!r}. Use {VALID_SPECS}.")
+        problem = _path_problem(path, folder=False)
+        if problem:
+            raise ValueError(f"Data spec {spec!r}: no file {path!r} (it {problem}). Use {VALID_SPECS}.")
         source = load_npz(path, image_size=image_size)
     else:
         path = os.path.expanduser(spec)
-        if not os.path.isdir(path):
-            what = "is a file, not a folder" if os.path.exists(path) else "does not exist"
-            raise ValueError(f"Data spec {spec!r}: path {path!r} {what}. Use {VALID_SPECS}.")
+        problem = _path_problem(path, folder=True)
+        if problem:
+            raise ValueError(f"Data spec {spec!r}: path {path!r} {problem}. Use {VALID_SPECS}.")
         source = load_image_folder(path, image_size=image_size, cache_limit_bytes=cache_limit_bytes)
 
     # One warning for all splits; DataSource.skipped_files lists every file.

@@ -1,6 +1,5 @@
 """Per-epoch training history read back from the TensorBoard logs of a run."""
 
-import glob
 import math
 import os
 
@@ -22,6 +21,7 @@ def read_tensorboard_history(log_dir):
     Reads every event file below `log_dir/train` (or `log_dir` itself), so a
     run resumed several times, which starts a new event file each time, reads
     as one history; when two files log the same epoch, the newer file wins.
+    The logs may be on any TensorFlow file system (`gs://...`).
 
     Args:
         log_dir: the folder handed to `keras.callbacks.TensorBoard`.
@@ -36,8 +36,9 @@ def read_tensorboard_history(log_dir):
         >>> plot_training_curves(read_tensorboard_history("runs/simclr/logs"), "curves.png")
     """
     train_dir = os.path.join(log_dir, "train")
-    folder = train_dir if os.path.isdir(train_dir) else log_dir
-    files = sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*")), key=_write_order)
+    folder = train_dir if tf.io.gfile.isdir(train_dir) else log_dir
+    files = sorted(tf.io.gfile.glob(os.path.join(folder, "events.out.tfevents.*")),
+                   key=_write_order)
     values = {}  # name -> {epoch index: value}
     for path in files:
         for record in tf.data.TFRecordDataset(path):

@@ -2,12 +2,17 @@
 
 Figures are built with matplotlib's object API on the Agg canvas, never pyplot,
 so importing or calling these never changes the user's global backend and works
-on headless machines.
+on headless machines. The PNG is rendered in memory and written with `tf.io.gfile`,
+so the path may be on any TensorFlow file system (`gs://...`).
 """
+
+import io
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from keras_ssl.data.storage import write_bytes
 
 _METHODS = ("tsne", "pca")
 
@@ -40,7 +45,9 @@ def _project(features, method, seed):
 
 def _save(figure, path):
     FigureCanvasAgg(figure)
-    figure.savefig(path, format="png", dpi=120, bbox_inches="tight")
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=120, bbox_inches="tight")
+    write_bytes(path, png.getvalue())
 
 
 def plot_embedding(features, labels, path, *, class_names=None, method="tsne",

@@ -32,8 +32,10 @@ import os
 import zipfile
 
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
+from keras_ssl.data import storage
 from keras_ssl.data.pipeline import eval_dataset
 
 MASK_FILE_VERSION = 1
@@ -64,8 +66,8 @@ def split_fingerprint(split, image_size=None):
         digest.update(np.ascontiguousarray(split.images).tobytes())
     else:
         for path in split.paths:
-            status = os.stat(path)
-            digest.update(f"{path}\t{status.st_size}\t{status.st_mtime_ns}\n".encode())
+            size, mtime_ns = storage.file_signature(path)
+            digest.update(f"{path}\t{size}\t{mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -129,17 +131,12 @@ def mask_file_path(cache_dir, source, split_name="train"):
 
 def write_mask_file(path, masks, *, data_fingerprint, source_config):
     """Writes the mask file atomically (a temporary file, then a rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, masks=masks, data_fingerprint=np.array(data_fingerprint),
                         source_config=np.array(source_config),
                         version=np.array(MASK_FILE_VERSION))
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "wb") as file:
-        file.write(buffer.getvalue())
     # A run killed mid-write leaves the temporary file, never half a mask file.
-    os.replace(temporary, path)
+    storage.write_bytes(path, buffer.getvalue(), atomic=True)
 
 
 def load_mask_file(path):
@@ -152,15 +149,18 @@ def load_mask_file(path):
         FileNotFoundError: no file at ``path`` (the message names it).
         MaskFileError: the file is unreadable or malformed (the message names it).
     """
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"Mask file {path} does not exist.")
     try:
-        with np.load(path, allow_pickle=False) as contents:
+        # The whole file is read at once: np.load would otherwise seek through it in
+        # small reads, each a request on a remote file system.
+        with np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False) as contents:
             masks = contents["masks"]
             data_fingerprint = str(contents["data_fingerprint"])
             source_config = str(contents["source_config"])
             version = int(contents["version"])
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+            tf.errors.OpError) as error:
         raise MaskFileError(
             f"Mask file {path} is unreadable ({type(error).__name__}: {error}). Delete it to "
             "have the masks computed again.") from error
@@ -173,6 +173,22 @@ def load_mask_file(path):
     return {"masks": masks, "data_fingerprint": data_fingerprint, "source_config": source_config}
 
 
+def _deepest_common_folder(folders):
+    """The deepest folder holding all of `folders` (`storage.absolute` spellings), or None.
+
+    Compared component by component on '/', which, unlike `os.path.commonpath`, keeps
+    the `//` of a URL; folders on different file systems share none.
+    """
+    common = []
+    for components in zip(*(folder.split("/") for folder in folders)):
+        if any(component != components[0] for component in components):
+            break
+        common.append(components[0])
+    if common == [""]:  # local folders that share only the root
+        return "/"
+    return "/".join(common) or None
+
+
 def _check_outside_data(cache_dir, split, data_dir=None):
     """Refuses a cache directory inside the data folder.
 
@@ -180,13 +196,13 @@ def _check_outside_data(cache_dir, split, data_dir=None):
     path), and for a streamed split also the deepest folder holding all its
     files.
     """
-    data_roots = [] if data_dir is None else [os.path.abspath(data_dir)]
+    data_roots = [] if data_dir is None else [storage.absolute(data_dir)]
     if split.paths:
-        data_roots.append(
-            os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in split.paths]))
-    cache = os.path.abspath(cache_dir)
+        common = _deepest_common_folder([storage.parent(p) for p in split.paths])
+        data_roots += [common] if common else []
+    cache = storage.absolute(cache_dir)
     for data_root in data_roots:
-        if os.path.commonpath([cache, data_root]) == data_root:
+        if storage.is_within(cache, data_root):
             raise ValueError(f"The mask cache {cache_dir} is inside the data folder "
                              f"{data_root}; keep it beside the run (e.g. under --model_dir).")
 
@@ -217,7 +233,7 @@ def cached_masks(split, source, cache_dir, *, split_name="train", image_size=Non
     side = mask_side(split, image_size)
     data_fingerprint = split_fingerprint(split, side)
     source_config = source_fingerprint(source)
-    if os.path.exists(path):
+    if tf.io.gfile.exists(path):
         cached = load_mask_file(path)
         if cached["data_fingerprint"] != data_fingerprint:
             logging.info("Mask file %s was computed from other data; rebuilding it.", path)
