@@ -6,6 +6,8 @@ import tempfile
 
 import tensorflow as tf
 
+from keras_ssl.distribute.worker_health import configure_heartbeat
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
@@ -32,7 +34,9 @@ def make_strategy(name="default", *, cpu_replicas=0, tpu_address=""):
 
     Args:
         name: "default" (one device), "mirrored" (all local GPUs, or the CPU
-            devices when `cpu_replicas` > 0), "multi_worker" (reads TF_CONFIG),
+            devices when `cpu_replicas` > 0), "multi_worker" (reads TF_CONFIG;
+            a lost worker aborts the others' collectives within
+            `worker_health.HEARTBEAT_TIMEOUT_SECONDS`),
             "tpu" (`tpu_address` or the environment's TPU).
         cpu_replicas: split the CPU into this many logical devices and mirror
             over them (0: leave the CPU as one device).
@@ -66,7 +70,10 @@ def make_strategy(name="default", *, cpu_replicas=0, tpu_address=""):
     if name == "multi_worker":
         _check_tf_config()
         # Created first thing in the process, before any op runs: the
-        # collective runtime is configured when the strategy is built.
+        # collective runtime is configured when the strategy is built. A
+        # killed worker stops the others within seconds, a silent one within
+        # HEARTBEAT_TIMEOUT_SECONDS (see keras_ssl.distribute.worker_health).
+        configure_heartbeat()
         return tf.distribute.MultiWorkerMirroredStrategy()
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
     tf.config.experimental_connect_to_cluster(resolver)
