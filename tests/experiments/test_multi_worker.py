@@ -34,8 +34,10 @@ NUM_IMAGES, EPOCHS, GLOBAL_BATCH = 48, 2, 8
 # MoCo gathers keys across workers into its 12-key queue (the second step's
 # keys wrap around it) and shuffles BatchNorm across them; InterCLR also runs
 # the epoch feature pass over both workers before training and clusters the
-# gathered features. Both at their smoke recipe, on 32-px images.
-METHODS = ("moco_v2", "interclr")
+# gathered features. The instance classifier keeps different rows on each
+# replica and gathers them across workers into each checkpoint. All at their
+# smoke recipe, on 32-px images.
+METHODS = ("moco_v2", "interclr", "instance_classifier")
 
 # Runs experiments/train.py once per command line of argv[1] (a JSON list of
 # {"argv": [...], "tmpdir": ...}) in one process.
