@@ -3,11 +3,17 @@
     keras-ssl-train --method=simclr --preset=cifar10_cpu_small \
         --data=../shared/data/cifar10 --model_dir=/tmp/simclr
 
-Rerunning the same command resumes from the last epoch checkpoint in
---model_dir, also after a kill (SIGKILL included) or a damaged newest
-checkpoint; with --deterministic the resumed run ends with the same weights
-as an uninterrupted one. A NaN/Inf loss stops the run with exit status 1 and
-one error line naming the step; the checkpoints end at the last good epoch.
+Rerunning the same command resumes from the last checkpoint in --model_dir
+(an epoch one, or a step one with --checkpoint_every_steps), also after a
+kill (SIGKILL included) or a damaged newest checkpoint; with --deterministic
+the resumed run ends with the same weights as an uninterrupted one.
+--model_dir may be a URL of any TensorFlow file system (gs://, ram://).
+SIGTERM (a preemption) lets the step in flight finish, checkpoints it and
+ends the run with one line "preempted at step S (epoch E): checkpoint written
+to PATH; rerun the same command to resume" and exit status 75 (EX_TEMPFAIL:
+retry); rerunning loses no finished step.
+A NaN/Inf loss stops the run with exit status 1 and one error line naming
+the step; the checkpoints end at the last good epoch (or step).
 Bad flags or paths end with one error line and exit status 2 (1 for a value
 absl's flag types refuse, e.g. an unknown --method), within a second or two:
 they are checked before TensorFlow is imported.
@@ -15,11 +21,12 @@ Flags given on the command line override the preset.
 """
 
 import os
+import sys
 
 import keras_ssl  # noqa: F401  (sets TensorFlow's environment first)
 from absl import app, flags, logging
 
-from keras_ssl.cli.common import ExitError, check_data_spec, json_main
+from keras_ssl.cli.common import ExitError, check_data_spec, json_main, path_kind, program_name
 
 FLAGS = flags.FLAGS
 
@@ -28,7 +35,8 @@ _CONFIG_FLAGS = (
     "method", "data", "backbone", "width_multiplier", "zero_init_residual",
     "synchronized_bn", "split_batch_norm", "image_size",
     "train_per_class", "imbalance_ratio", "epochs", "global_batch_size", "optimizer",
-    "learning_rate", "weight_decay", "warmup_epochs", "blur", "model_dir", "seed",
+    "learning_rate", "weight_decay", "warmup_epochs", "blur", "model_dir",
+    "checkpoint_every_steps", "seed",
     "strategy", "cpu_replicas", "tpu", "knn_every_epochs", "knn_k", "knn_temperature",
     "mixed_precision", "jit_compile", "export_dir", "verbose", "deterministic",
     "labels_per_class", "label_fraction", "label_indices", "labeled_batch_size",
@@ -90,6 +98,10 @@ def define_flags():
     flags.DEFINE_boolean("blur", True, "Gaussian blur in the views (off in the CPU protocol).")
     flags.DEFINE_string("model_dir", None,
                         "Checkpoints, TensorBoard logs (default: runs/<method>).")
+    flags.DEFINE_integer("checkpoint_every_steps", 0,
+                         "Also keep the newest few step checkpoints, one every N global "
+                         "steps, so a killed run resumes mid-epoch (0: per epoch only; "
+                         "SIGTERM checkpoints the current step either way).", lower_bound=0)
     flags.DEFINE_integer("seed", 0, "Seed of weights, data order and augmentation.")
     flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy.")
     flags.DEFINE_integer("cpu_replicas", 0,
@@ -109,6 +121,9 @@ def define_flags():
     flags.DEFINE_integer("debug_inject_nan_at_step", 0,
                          "Testing aid: make the loss of this 1-based global step NaN (0: off).",
                          lower_bound=0)
+    flags.DEFINE_integer("debug_sigterm_at_step", 0,
+                         "Testing aid: send this process SIGTERM during this 1-based global "
+                         "step, as a preemption would (0: off).", lower_bound=0)
     flags.DEFINE_integer("verbose", 1,
                          "Keras fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
     flags.DEFINE_integer("labels_per_class", 0,
@@ -168,7 +183,7 @@ def check_flags():
     presets = apply_preset()  # keras_ssl.configs is plain data
     check_data_spec(FLAGS.data)
     # The test keras_ssl.data.read_label_indices makes first.
-    if FLAGS.label_indices and not os.path.isfile(FLAGS.label_indices):
+    if FLAGS.label_indices and path_kind(FLAGS.label_indices) != "file":
         raise ValueError(f"--label_indices={FLAGS.label_indices}: no such file.")
     unknown = sorted(set(FLAGS.background) - set(_BACKGROUND_OPS))
     if unknown:
@@ -204,6 +219,7 @@ def config_from_flags():
     values = {name: FLAGS[name].value for name in _CONFIG_FLAGS}
     values["model_dir"] = values["model_dir"] or os.path.join("runs", FLAGS.method)
     return PretrainConfig(**values, inject_nan_at_step=FLAGS.debug_inject_nan_at_step,
+                          sigterm_at_step=FLAGS.debug_sigterm_at_step,
                           background=tuple(FLAGS.background),
                           background_probabilities=background_probabilities() or None,
                           method_kwargs=method_kwargs, view_kwargs=view_kwargs)
@@ -213,6 +229,7 @@ def train():
     """Runs the configured training; its result dict (None on non-chief workers)."""
     config = config_from_flags()
     from keras_ssl.fault_tolerance import NonFiniteLossError
+    from keras_ssl.preemption import PREEMPTED_EXIT_STATUS, Preempted
     from keras_ssl.training import pretrain
 
     try:
@@ -220,6 +237,11 @@ def train():
     except NonFiniteLossError as error:
         # Not the flags' fault: exit status 1, the checkpoints end at the last good epoch.
         raise ExitError(str(error), status=1) from error
+    except Preempted as error:
+        # Not an error: one line saying where the run stopped, and a status
+        # that asks a scheduler to run the command again.
+        print(f"{program_name()}: {error}", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_STATUS)
 
 
 def main():

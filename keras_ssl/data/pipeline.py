@@ -3,7 +3,8 @@
 The training stream is a pure function of (seed, epoch): epoch e shuffles the whole split
 with a stateless permutation seeded by (seed, e), cuts it into batches and hands batch k
 the augmentation seed [epoch_key(seed, e), k]. Resuming at epoch e therefore replays
-exactly what an uninterrupted run would have seen, without saving iterator state.
+exactly what an uninterrupted run would have seen, without saving iterator state, and
+resuming at step k of epoch e (`start_step`) replays that epoch from its batch k on.
 
 A semi-supervised run adds a labeled stream (`LabeledStream`): element t also carries labeled
 batch t, drawn by a class-balanced sampler that is a pure function of (seed, global step t =
@@ -197,6 +198,7 @@ def train_dataset(
     view_fn=None,
     seed: int,
     start_epoch: int = 0,
+    start_step: int = 0,
     epochs: int | None = None,
     input_context: tf.distribute.InputContext | None = None,
     image_size: int | None = None,
@@ -222,6 +224,9 @@ def train_dataset(
             views. None gives one view, the images as float32 in [0, 1].
         seed: the run's data seed.
         start_epoch: first epoch to produce (resume point).
+        start_step: global batches of `start_epoch` already trained on (a resume from a
+            step checkpoint): that epoch starts at its batch `start_step`, with the
+            positions, seeds and labeled batches it has in a run started from 0.
         epochs: end epoch (exclusive); None repeats forever.
         input_context: a tf.distribute.InputContext, to shard across input pipelines.
         image_size: resize images to image_size x image_size (needed for streamed splits
@@ -256,6 +261,8 @@ def train_dataset(
     layout = _BatchLayout.create(batch_size, input_context)
     steps = steps_per_epoch(split, layout.global_batch)
     num_examples = len(split)
+    if not 0 <= start_step < steps:
+        raise ValueError(f"start_step={start_step} is not a step of an epoch of {steps} steps.")
 
     if split.images is not None:
         reader = InMemoryReader(split, image_size)
@@ -293,6 +300,10 @@ def train_dataset(
 
     def epoch_batches(epoch):
         positions = _epoch_positions(num_examples, steps, layout, seed, epoch)
+        # The batches a resumed epoch already trained on are never read; the
+        # rest keep their numbers (and so their seeds) by counting from `skipped`.
+        skipped = tf.cast(tf.equal(epoch, start_epoch), tf.int64) * (start_step * layout.replicas_per_pipeline)
+        positions = positions[skipped:]
         if split.images is not None:
             batches = tf.data.Dataset.from_tensor_slices(positions).map(
                 reader, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
@@ -314,7 +325,7 @@ def train_dataset(
                 element = neighbours.add_neighbours(element, epoch, read_neighbours)
             return element
 
-        numbered = batches.enumerate()
+        numbered = batches.enumerate(start=skipped)
         if labeled_reader is None:
             return numbered.map(add_seed)
         labeled_key = _labeled_epoch_key(seed, epoch)
@@ -337,7 +348,8 @@ def train_dataset(
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
     elif split.images is not None:
         # Streamed splits may drop undecodable files, so only in-memory ones know their length.
-        num_batches = (max(start_epoch, epochs) - start_epoch) * steps * layout.replicas_per_pipeline
+        num_steps = max(0, (max(start_epoch, epochs) - start_epoch) * steps - start_step)
+        num_batches = num_steps * layout.replicas_per_pipeline
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
     return _deterministic(dataset.prefetch(tf.data.AUTOTUNE))
 
@@ -376,6 +388,7 @@ def distributed_train_dataset(
     view_fn=None,
     seed: int,
     start_epoch: int = 0,
+    start_step: int = 0,
     epochs: int | None = None,
     image_size: int | None = None,
     labeled: LabeledStream | None = None,
@@ -390,7 +403,7 @@ def distributed_train_dataset(
         split: the training split.
         global_batch_size: examples per step over all replicas; must divide by
             strategy.num_replicas_in_sync.
-        view_fn, seed, start_epoch, epochs, image_size: as in `train_dataset`.
+        view_fn, seed, start_epoch, start_step, epochs, image_size: as in `train_dataset`.
         labeled: the labeled stream, as in `train_dataset`; its global batch size
             `labeled.batch_size` is split across the replicas and must divide by their number.
         hide_labels, neighbours, masks: as in `train_dataset`.
@@ -417,6 +430,7 @@ def distributed_train_dataset(
             view_fn=view_fn,
             seed=seed,
             start_epoch=start_epoch,
+            start_step=start_step,
             epochs=epochs,
             input_context=input_context,
             image_size=image_size,

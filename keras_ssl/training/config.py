@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any, Mapping, Optional, Tuple
 
+import tensorflow as tf
+
 # Written into every run's model_dir; `restore_encoder`, evaluate and export
 # rebuild the encoder from it without knowing how the run was started.
 RUN_CONFIG_FILE = "config.json"
@@ -49,7 +51,12 @@ class PretrainConfig:
         warmup_epochs: linear warm-up before the cosine decay.
         blur: Gaussian blur in the views.
         model_dir: checkpoints, TensorBoard logs and config.json; rerunning
-            with the same model_dir resumes.
+            with the same model_dir resumes. Any `tf.io.gfile` path
+            (`gs://...`, `ram://...`).
+        checkpoint_every_steps: also keep the newest few step checkpoints,
+            one every N global steps, so a run killed mid-epoch resumes at
+            its last one (0: epoch checkpoints only). Preemption (SIGTERM)
+            writes a step checkpoint either way.
         seed: seed of weights, data order and augmentation.
         strategy: `default`, `mirrored`, `multi_worker` or `tpu`.
         cpu_replicas: split the CPU into N logical devices (0: leave it whole).
@@ -65,6 +72,8 @@ class PretrainConfig:
             weights of an uninterrupted one.
         inject_nan_at_step: test aid: make the loss of this 1-based global
             step NaN (0: off).
+        sigterm_at_step: test aid: send this process SIGTERM while this
+            1-based global step runs, as a preemption would (0: off).
         labels_per_class, label_fraction, label_indices: a label budget
             (at most one): N labels per class, a class-balanced fraction F of
             the training split, or a file of dataset indices, one per line.
@@ -119,6 +128,7 @@ class PretrainConfig:
     warmup_epochs: int = 0
     blur: bool = True
     model_dir: str = "runs"
+    checkpoint_every_steps: int = 0
     seed: int = 0
     strategy: str = "default"
     cpu_replicas: int = 0
@@ -132,6 +142,7 @@ class PretrainConfig:
     verbose: int = 1
     deterministic: bool = False
     inject_nan_at_step: int = 0
+    sigterm_at_step: int = 0
     labels_per_class: int = 0
     label_fraction: float = 0.0
     label_indices: Optional[str] = None
@@ -160,19 +171,26 @@ class PretrainConfig:
 
 
 def write_run_config(model_dir, config):
-    """Writes `config` (a `PretrainConfig`) as model_dir/config.json."""
-    os.makedirs(model_dir, exist_ok=True)
-    with open(os.path.join(model_dir, RUN_CONFIG_FILE), "w") as file:
+    """Writes `config` (a `PretrainConfig`) as model_dir/config.json (any tf.io.gfile path).
+
+    Written beside and renamed over the old file: a kill mid-write leaves the
+    previous config whole, and on `ram://`, where opening an existing file
+    for writing appends to it, the file is replaced rather than extended.
+    """
+    tf.io.gfile.makedirs(model_dir)
+    path = os.path.join(model_dir, RUN_CONFIG_FILE)
+    with tf.io.gfile.GFile(path + ".tmp", "w") as file:
         # Objects in method_kwargs (e.g. objectives) are recorded by their repr.
         json.dump(config.to_dict(), file, indent=1, sort_keys=True, default=repr)
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
 
 
 def load_run_config(model_dir):
     """The arguments of the `pretrain` call that wrote `model_dir`, as a dict."""
     config_path = os.path.join(model_dir, RUN_CONFIG_FILE)
-    if not os.path.exists(config_path):
+    if not tf.io.gfile.exists(config_path):
         raise FileNotFoundError(
             f"--checkpoint: {config_path} is missing, so the encoder cannot be rebuilt; "
             "it is written by train.py (runs trained before it existed need a new run).")
-    with open(config_path) as file:
+    with tf.io.gfile.GFile(config_path) as file:
         return json.load(file)

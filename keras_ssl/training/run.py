@@ -1,9 +1,21 @@
 """`pretrain`: one self-supervised training run, resumable, from a `PretrainConfig`.
 
 Builds the strategy, data, views, backbone, method and optimizer; resumes from
-the last checkpoint in `model_dir`; trains with `fit` (stopping at the first
-non-finite loss); evaluates with kNN; exports the encoder if asked; and
+the last checkpoint in `model_dir` (an epoch or a step checkpoint); trains
+with `fit` (stopping at the first non-finite loss, or at SIGTERM after
+saving the step); evaluates with kNN; exports the encoder if asked; and
 returns the run's results as a dict.
+
+Resuming inside an epoch: Keras' `fit` only starts at an epoch boundary
+(`initial_epoch`) and runs `steps_per_epoch` steps in every epoch. A run
+resumed at step k of epoch e therefore makes two `fit` calls: one for the
+last steps - k steps of epoch e, on a dataset that starts at batch k
+(`train_dataset(start_step=k)`), then one for the epochs after it. The
+callbacks see the first call as epoch e with fewer steps: the epoch feature
+pass of epoch e is not run again (it ran before the interruption, and what it
+set is in the checkpoint), and the kNN monitor only joins it when epoch e is
+one it evaluates anyway (its "last epoch" rule would otherwise evaluate the
+end of the first call).
 """
 
 import dataclasses
@@ -11,15 +23,17 @@ import os
 from collections.abc import Mapping
 
 import keras
+import tensorflow as tf
 
 from keras_ssl import distribute, methods
 from keras_ssl import data as ssl_data
 from keras_ssl.checkpointing import EpochCheckpoint
-from keras_ssl.distribute.strategy import is_chief, worker_directory
+from keras_ssl.distribute.strategy import is_chief, task_of, worker_directory
 from keras_ssl.evaluation import KnnMonitor
 from keras_ssl.export import export_encoder
 from keras_ssl.fault_tolerance import InjectNaN, StopOnNonFiniteLoss, enable_determinism
 from keras_ssl.methods import RunContext
+from keras_ssl.preemption import PreemptionCheckpoint, SendSigtermAtStep
 from keras_ssl.training import background
 from keras_ssl.training.build import build_method, make_views
 from keras_ssl.training.clustering_report import clustering_report
@@ -36,10 +50,11 @@ def pretrain(config=None, /, **overrides):
     """Trains a self-supervised method; returns a dict of results.
 
     Rerunning with the same `model_dir` resumes from its newest checkpoint
-    (weights, optimizer, EMA targets, banks, queues, epoch), and a run whose
-    last epoch is already saved trains nothing and evaluates. The arguments
-    are saved as `model_dir/config.json`, from which `restore_encoder`
-    rebuilds the encoder.
+    (weights, optimizer, EMA targets, banks, queues, data position: epoch
+    and, after a step checkpoint, step), and a run whose last epoch is
+    already saved trains nothing and evaluates. The arguments are saved as
+    `model_dir/config.json`, from which `restore_encoder` rebuilds the
+    encoder. `model_dir` may be any `tf.io.gfile` path (`gs://`, `ram://`).
 
     Args:
         config: a `PretrainConfig` (or a dict of its fields). Omitted, the
@@ -49,9 +64,10 @@ def pretrain(config=None, /, **overrides):
 
     Returns:
         A dict with `method`, `epochs`, `epochs_run`, `initial_epoch`,
-        `train_images`, `global_batch_size`, `replicas`, `skipped_files`,
-        `loss` (last epoch's mean), `knn_top1` (None without labelled train
-        and test splits), `knn_top1_background_shifted` (with `shifted_knn`),
+        `initial_step` (global steps done when this call started),
+        `steps_run`, `train_images`, `global_batch_size`, `replicas`,
+        `skipped_files`, `loss` (last epoch's mean, over the steps this call
+        ran), `knn_top1` (None without labelled train and test splits), `knn_top1_background_shifted` (with `shifted_knn`),
         `nmi`, `ari` and `cluster_acc` (only for methods with
         E-step labels, `keras_ssl.training.clustering_report`), `train_seconds`,
         `train_images_per_s`, `model_dir` and `saved_model` (None without
@@ -61,7 +77,10 @@ def pretrain(config=None, /, **overrides):
 
     Raises:
         keras_ssl.fault_tolerance.NonFiniteLossError: the loss became NaN or
-            Inf; the checkpoints then end at the last good epoch.
+            Inf; the checkpoints then end at the last good epoch (or step).
+        keras_ssl.preemption.Preempted: the process got SIGTERM during
+            training; the step in flight finished and was checkpointed, and
+            calling `pretrain` again resumes there.
         ValueError: an unknown method, strategy or optimizer, or checkpoints
             in `model_dir` of another model.
 
@@ -123,8 +142,12 @@ def pretrain(config=None, /, **overrides):
     # real cluster) and takes part in each save, but only the chief's lands there.
     checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
     checkpoint = EpochCheckpoint(model, checkpoint_dir,
-                                 write_directory=worker_directory(checkpoint_dir, strategy))
+                                 write_directory=worker_directory(checkpoint_dir, strategy),
+                                 every_steps=config.checkpoint_every_steps,
+                                 steps_per_epoch=steps)
     initial_epoch = checkpoint.restore_latest()
+    initial_step = int(checkpoint.epoch_step.numpy())  # of epoch initial_epoch
+    preemption = PreemptionCheckpoint(checkpoint, _cluster_resolver(strategy))
     timer = EpochTimer()
     train_eval = ssl_data.eval_dataset(train, batch_size=EVAL_BATCH_SIZE,
                                        image_size=config.image_size)
@@ -138,21 +161,34 @@ def pretrain(config=None, /, **overrides):
             k=config.knn_k, temperature=config.knn_temperature)
     feature_pass = EpochFeaturePass(train_eval)
     callbacks = _callbacks(config, chief=chief, timer=timer, checkpoint=checkpoint,
-                           feature_pass=feature_pass, monitor=monitor)
+                           preemption=preemption, feature_pass=feature_pass, monitor=monitor)
+    # CLIM: the one place where features reach back into the pipeline.
+    neighbours = model.neighbour_mixing(views) if hasattr(model, "neighbour_mixing") else None
+
+    def dataset_from(start_epoch, start_step, end_epoch):
+        return ssl_data.distributed_train_dataset(
+            strategy, train, global_batch_size=config.global_batch_size, view_fn=views,
+            seed=config.seed, start_epoch=start_epoch, start_step=start_step,
+            epochs=end_epoch, image_size=config.image_size, labeled=labeled,
+            hide_labels=config.hide_labels, neighbours=neighbours, masks=masks)
+
+    def fit(start_epoch, start_step, end_epoch, fit_callbacks):
+        return model.fit(dataset_from(start_epoch, start_step, end_epoch), epochs=end_epoch,
+                         initial_epoch=start_epoch, steps_per_epoch=steps - start_step,
+                         callbacks=fit_callbacks, verbose=config.verbose,
+                         shuffle=False).history
 
     history = {}
     if initial_epoch < config.epochs:
-        dataset = ssl_data.distributed_train_dataset(
-            strategy, train, global_batch_size=config.global_batch_size, view_fn=views,
-            seed=config.seed, start_epoch=initial_epoch, epochs=config.epochs,
-            image_size=config.image_size, labeled=labeled, hide_labels=config.hide_labels,
-            # CLIM: the one place where features reach back into the pipeline.
-            neighbours=(model.neighbour_mixing(views) if hasattr(model, "neighbour_mixing")
-                        else None),
-            masks=masks)
-        history = model.fit(dataset, epochs=config.epochs, initial_epoch=initial_epoch,
-                            steps_per_epoch=steps, callbacks=callbacks,
-                            verbose=config.verbose, shuffle=False).history
+        with preemption.watching():
+            if initial_step:
+                history = fit(initial_epoch, initial_step, initial_epoch + 1, _rest_of_epoch(
+                    callbacks, initial_epoch + 1, feature_pass=feature_pass, monitor=monitor,
+                    epochs=config.epochs))
+            if initial_epoch + bool(initial_step) < config.epochs:
+                rest = fit(initial_epoch + bool(initial_step), 0, config.epochs, callbacks)
+                history = {key: history.get(key, []) + rest.get(key, [])
+                           for key in {**history, **rest}}
     # Every worker takes part in the final E-step's feature pass.
     clustering = clustering_report(model, feature_pass, train.labels, epochs=config.epochs)
     if not chief:
@@ -171,12 +207,14 @@ def pretrain(config=None, /, **overrides):
     if config.export_dir:
         saved_model = export_encoder(model.encoder, config.export_dir,
                                      image_size=config.image_size)
-    images_seen = timer.epochs * steps * config.global_batch_size
+    images_seen = timer.steps * config.global_batch_size
     return {
         "method": config.method,
         "epochs": config.epochs,
         "epochs_run": timer.epochs,
         "initial_epoch": initial_epoch,
+        "initial_step": initial_epoch * steps + initial_step,
+        "steps_run": timer.steps,
         "train_images": len(train),
         "global_batch_size": config.global_batch_size,
         "replicas": strategy.num_replicas_in_sync,
@@ -236,16 +274,54 @@ def _seed_and_precision(config):
             "mixed_bfloat16" if config.strategy == "tpu" else "mixed_float16")
 
 
-def _callbacks(config, *, chief, timer, checkpoint, feature_pass, monitor):
+def _cluster_resolver(strategy):
+    """The cluster resolver of a multi-worker run, where TensorFlow's preemption
+    handler coordinates the workers; None where one process trains (TPU
+    single-host runs included: the handler does nothing on GCE TPU VMs)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+            task_of(strategy)[0] is not None):
+        return strategy.cluster_resolver
+    return None
+
+
+class _EpochFeaturesRestored(keras.callbacks.Callback):
+    """Stands in for the `EpochFeaturePass` in the rest of an epoch resumed mid-way.
+
+    That epoch's pass ran before the interruption, with the weights of the
+    epoch's start, and the state it set (clusters, neighbour tables) is in the
+    step checkpoint; running it again would use later weights and differ
+    from the uninterrupted run.
+    """
+
+    provides_epoch_features = True  # what Method.fit checks for
+
+
+def _rest_of_epoch(callbacks, epochs_done, *, feature_pass, monitor, epochs):
+    """The callbacks of the `fit` that finishes an epoch resumed mid-way.
+
+    The monitor takes part only if it evaluates after that epoch in an
+    uninterrupted run; in this `fit`, it would take the epoch for the last one.
+    """
+    periodic = monitor is not None and monitor.every_epochs > 0 and (
+        epochs_done % monitor.every_epochs == 0)
+    keep_monitor = periodic or epochs_done == epochs
+    return [_EpochFeaturesRestored() if callback is feature_pass else callback
+            for callback in callbacks if callback is not monitor or keep_monitor]
+
+
+def _callbacks(config, *, chief, timer, checkpoint, preemption, feature_pass, monitor):
     """The fit callbacks, in the order their epoch hooks must run."""
     # The NaN guard comes before the checkpoint: it raises at the bad batch,
     # so no on_epoch_end (and no checkpoint) follows a non-finite step.
     callbacks = [InjectNaN(config.inject_nan_at_step)] if config.inject_nan_at_step else []
+    if config.sigterm_at_step:
+        callbacks.append(SendSigtermAtStep(config.sigterm_at_step))
     # The feature pass runs at epoch begin, after the timer starts (it is part
     # of training) and before the checkpoint, so the state it sets (clusters,
     # neighbour tables) is saved with the epoch. It does nothing unless the
-    # method asks for epoch features.
-    callbacks += [StopOnNonFiniteLoss(), timer, feature_pass, checkpoint]
+    # method asks for epoch features. The preemption callback follows the
+    # checkpoint: it saves the step counters the checkpoint has just advanced.
+    callbacks += [StopOnNonFiniteLoss(), timer, feature_pass, checkpoint, preemption]
     if monitor is not None:
         callbacks.append(monitor)
     if chief:

@@ -9,15 +9,19 @@ import os
 
 import tensorflow as tf
 
-from keras_ssl.checkpoint_paths import check_checkpoint_path
+from keras_ssl.checkpoint_paths import check_checkpoint_path, is_url
 from keras_ssl.training.build import make_backbone
 from keras_ssl.training.config import RUN_CONFIG_FILE, load_run_config
 
 
 def find_checkpoint(path):
-    """(model_dir, checkpoint prefix) of a model_dir or of a checkpoint prefix in one."""
+    """(model_dir, checkpoint prefix) of a model_dir or of a checkpoint prefix in one.
+
+    Either may be a URL of a TensorFlow file system (`gs://`, `ram://`).
+    """
     path = check_checkpoint_path(path)
-    if os.path.isdir(path):
+    # A prefix first: ram:// calls every prefix of a stored file a folder.
+    if not tf.io.gfile.exists(path + ".index") and tf.io.gfile.isdir(path):
         for directory in (os.path.join(path, "checkpoints"), path):
             prefix = tf.train.latest_checkpoint(directory)
             if prefix:
@@ -25,10 +29,12 @@ def find_checkpoint(path):
         raise FileNotFoundError(
             f"--checkpoint={path}: no checkpoint in {path} or {path}/checkpoints; "
             "pass a train.py --model_dir or a prefix such as MODEL_DIR/checkpoints/ckpt-3.")
-    checkpoints_dir = os.path.dirname(os.path.abspath(path))
-    # pretrain writes MODEL_DIR/checkpoints/ckpt-N; accept a prefix directly in MODEL_DIR too.
-    for model_dir in (os.path.dirname(checkpoints_dir), checkpoints_dir):
-        if os.path.exists(os.path.join(model_dir, RUN_CONFIG_FILE)):
+    checkpoints_dir = os.path.dirname(path if is_url(path) else os.path.abspath(path))
+    # pretrain writes MODEL_DIR/checkpoints/ckpt-N (and step checkpoints in
+    # MODEL_DIR/checkpoints/steps/ckpt-S); accept a prefix directly in MODEL_DIR too.
+    parent = os.path.dirname(checkpoints_dir)
+    for model_dir in (parent, checkpoints_dir, os.path.dirname(parent)):
+        if tf.io.gfile.exists(os.path.join(model_dir, RUN_CONFIG_FILE)):
             return model_dir, path
     return os.path.dirname(checkpoints_dir), path
 

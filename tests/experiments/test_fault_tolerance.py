@@ -1,4 +1,5 @@
-"""Runs that survive faults: SIGKILL and resume, damaged checkpoints, NaN losses.
+"""Runs that survive faults: SIGKILL and resume, SIGTERM (preemption), step checkpoints,
+damaged checkpoints, NaN losses.
 
 The process tests run experiments/train.py in subprocesses on a tiny MoCo v2
 (EMA key encoder, queue, momentum-shuffled BatchNorm) over a small npz made
@@ -46,10 +47,17 @@ def checkpoint_tensors(model_dir):
             if not key.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")}
 
 
-def assert_same_tensors(first, second):
+def assert_same_tensors(first, second, ignore=()):
+    first = {key: value for key, value in first.items() if key not in ignore}
+    second = {key: value for key, value in second.items() if key not in ignore}
     assert first.keys() == second.keys()
     different = [key for key in first if not np.array_equal(first[key], second[key])]
     assert not different, f"{len(different)} of {len(first)} tensors differ, e.g. {different[:3]}"
+
+
+# Counts the saves, so it differs between runs that wrote different step
+# checkpoints; it plays no part in training.
+SAVE_COUNTER = "save_counter/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def newest_checkpoint_number(model_dir):
@@ -107,6 +115,14 @@ def _unreadable_run(data_spec, uninterrupted, model_dir):
                                         "--width_multiplier=0.125"), check=False)
 
 
+def _step_resumed_run(data_spec, model_dir):
+    # Step checkpoints every 5 steps; the NaN at step 28 (8th step of epoch 2)
+    # stops the run after step 27, so the newest good one is step 25, mid-epoch.
+    command = train_command(data_spec, model_dir, "--checkpoint_every_steps=5")
+    stopped = run(command + ["--debug_inject_nan_at_step=28"], check=False)
+    return model_dir, stopped, run(command)
+
+
 def _nan_run(data_spec, model_dir):
     # Step 25 is the 5th step of epoch 2 (20 steps an epoch).
     return model_dir, run(train_command(data_spec, model_dir, "--debug_inject_nan_at_step=25"),
@@ -129,7 +145,8 @@ def background(request, data_spec, tmp_path_factory):
             "damaged_run": (functools.partial(_damaged_run, data_spec), ("uninterrupted",)),
             "unreadable_run": (functools.partial(_unreadable_run, data_spec),
                                ("uninterrupted",)),
-            "nan_run": (functools.partial(_nan_run, data_spec), ())}
+            "nan_run": (functools.partial(_nan_run, data_spec), ()),
+            "step_resumed_run": (functools.partial(_step_resumed_run, data_spec), ())}
     folder = tmp_path_factory.mktemp("background")
     with started_runs(request, jobs, lambda name: folder / name, max_workers=len(jobs),
                       module_only=True) as runs:
@@ -154,6 +171,13 @@ def unreadable_run(background):
     """A copy of the uninterrupted run, run again with another backbone: a future of
     (model_dir, process)."""
     return background.start("unreadable_run")
+
+
+@pytest.fixture(scope="module")
+def step_resumed_run(background):
+    """A run with step checkpoints stopped by a NaN at step 28, then rerun: a future
+    of (model_dir, stopped process, rerun process)."""
+    return background.start("step_resumed_run")
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +214,60 @@ def test_sigkill_during_an_epoch_then_rerun_ends_with_the_uninterrupted_weights(
     # Weights, EMA targets, queue, BatchNorm statistics, optimizer slots and
     # step counter, epoch: bit for bit those of the run that was never stopped.
     assert_same_tensors(checkpoint_tensors(model_dir), uninterrupted.result()[1])
+
+
+# ---- SIGTERM (preemption) and step checkpoints -------------------------------------------
+
+def test_sigterm_during_an_epoch_saves_the_step_and_the_rerun_loses_none(
+        data_spec, uninterrupted, tmp_path):
+    model_dir = tmp_path / "run"
+    command = train_command(data_spec, model_dir, "--checkpoint_every_steps=5")
+    step_state_file = model_dir / "checkpoints" / "steps" / "checkpoint"
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    try:
+        # Signal once the first step checkpoint is recorded: training is under way.
+        while process.poll() is None:
+            if step_state_file.exists():
+                process.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.01)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 75, f"exit status {process.returncode}: {stderr[-2000:]}"
+    lines = [line for line in stderr.splitlines() if "preempted at step" in line]
+    assert len(lines) == 1 and "rerun the same command to resume" in lines[0], stderr[-2000:]
+    assert "Traceback" not in stderr and "{" not in stdout  # no result JSON
+    step = int(lines[0].split("preempted at step ")[1].split()[0])
+    saved = lines[0].split("checkpoint written to ")[1].split(";")[0]
+    assert os.path.exists(saved + ".index")
+    assert step >= 5  # at least the checkpointed step 5 was done when the signal came
+
+    resumed = last_json(run(command))
+    # The rerun starts exactly where the signal stopped the run: no finished step lost.
+    assert resumed["initial_step"] == step
+    assert resumed["steps_run"] == EPOCHS * 20 - step
+    assert_same_tensors(checkpoint_tensors(model_dir), uninterrupted.result()[1],
+                        ignore=[SAVE_COUNTER])
+
+
+def test_step_checkpoint_resume_mid_epoch_is_bitwise_the_uninterrupted_run(
+        uninterrupted, step_resumed_run):
+    model_dir, stopped, resumed = step_resumed_run.result()
+    assert stopped.returncode == 1 and "global step 28" in stopped.stderr
+    steps_dir = model_dir / "checkpoints" / "steps"
+    # The newest few step checkpoints are kept beside the epoch ones.
+    kept = sorted(int(name[len("ckpt-"):-len(".index")]) for name in os.listdir(steps_dir)
+                  if name.endswith(".index"))
+    # Saved at 30, 35, 45, 50, 55 after the resume (none at an epoch's end: 40, 60); 3 kept.
+    assert kept == [45, 50, 55], kept
+    result = last_json(resumed)
+    assert result["initial_epoch"] == 1 and result["initial_step"] == 25
+    assert result["steps_run"] == EPOCHS * 20 - 25
+    assert_same_tensors(checkpoint_tensors(model_dir), uninterrupted.result()[1],
+                        ignore=[SAVE_COUNTER])
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(uninterrupted, damaged_run):
