@@ -156,10 +156,10 @@ def load_data(image_size):
     """(source, train split, test split), subsets applied and decoded when they fit."""
     from keras_ssl.training import load_training_data
     from keras_ssl import data as ssl_data
-    tfds_options = {"tfds_data_dir": FLAGS.tfds_data_dir} if FLAGS.tfds_data_dir else {}
     source, train, _ = load_training_data(FLAGS.data, image_size=image_size,
                                           train_per_class=FLAGS.train_per_class,
-                                          imbalance_ratio=0.0, **tfds_options)
+                                          imbalance_ratio=0.0,
+                                          tfds_data_dir=FLAGS.tfds_data_dir)
     if not source.num_classes or source.test is None or not train.is_labeled:
         raise ValueError(f"--data={FLAGS.data}: evaluation needs labelled train and test "
                          "splits (an image folder with train/ and test/ class folders, "

@@ -26,7 +26,8 @@ import sys
 import keras_ssl  # noqa: F401  (sets TensorFlow's environment first)
 from absl import app, flags, logging
 
-from keras_ssl.cli.common import ExitError, check_data_spec, json_main, path_kind, program_name
+from keras_ssl.cli.common import (ExitError, check_data_spec, define_tfds_data_dir_flag,
+                                  json_main, path_kind, program_name)
 
 FLAGS = flags.FLAGS
 
@@ -37,7 +38,7 @@ _CONFIG_FLAGS = (
     "train_per_class", "imbalance_ratio", "epochs", "global_batch_size", "optimizer",
     "learning_rate", "weight_decay", "warmup_epochs", "blur", "model_dir",
     "checkpoint_every_steps", "seed",
-    "strategy", "cpu_replicas", "tpu", "knn_every_epochs", "knn_k", "knn_temperature",
+    "strategy", "cpu_replicas", "tpu", "tfds_data_dir", "knn_every_epochs", "knn_k", "knn_temperature",
     "mixed_precision", "jit_compile", "export_dir", "verbose", "deterministic",
     "labels_per_class", "label_fraction", "label_indices", "labeled_batch_size",
     "hide_labels", "probe", "saliency", "shifted_knn")
@@ -107,6 +108,7 @@ def define_flags():
     flags.DEFINE_integer("cpu_replicas", 0,
                          "Split the CPU into N logical devices (mirrored tests).", lower_bound=0)
     flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
+    define_tfds_data_dir_flag()
     flags.DEFINE_integer("knn_every_epochs", 0,
                          "kNN monitor period in epochs (0: only at the end).", lower_bound=0)
     flags.DEFINE_integer("knn_k", 200, "Neighbours of the kNN monitor.", lower_bound=1)
@@ -228,14 +230,16 @@ def config_from_flags():
 def train():
     """Runs the configured training; its result dict (None on non-chief workers)."""
     config = config_from_flags()
+    from keras_ssl.distribute.worker_health import WorkerLostError
     from keras_ssl.fault_tolerance import NonFiniteLossError
     from keras_ssl.preemption import PREEMPTED_EXIT_STATUS, Preempted
     from keras_ssl.training import pretrain
 
     try:
         return pretrain(config)
-    except NonFiniteLossError as error:
-        # Not the flags' fault: exit status 1, the checkpoints end at the last good epoch.
+    except (NonFiniteLossError, WorkerLostError) as error:
+        # Not the flags' fault: exit status 1, the checkpoints end at the last good
+        # epoch (NaN), or a rerun of every worker resumes (a lost worker).
         raise ExitError(str(error), status=1) from error
     except Preempted as error:
         # Not an error: one line saying where the run stopped, and a status

@@ -61,6 +61,8 @@ class PretrainConfig:
         strategy: `default`, `mirrored`, `multi_worker` or `tpu`.
         cpu_replicas: split the CPU into N logical devices (0: leave it whole).
         tpu: TPU name or address for `strategy="tpu"`.
+        tfds_data_dir: where tensorflow-datasets keeps prepared sets for
+            `data="tfds:NAME"` (None: its default; may be `gs://...`).
         knn_every_epochs: kNN monitor period in epochs (0: only at the end).
         knn_k: neighbours of the kNN monitor.
         knn_temperature: vote temperature of the kNN monitor.
@@ -133,6 +135,7 @@ class PretrainConfig:
     strategy: str = "default"
     cpu_replicas: int = 0
     tpu: str = ""
+    tfds_data_dir: Optional[str] = None
     knn_every_epochs: int = 0
     knn_k: int = 200
     knn_temperature: float = 0.1

@@ -6,7 +6,7 @@ from keras_ssl import data as ssl_data
 
 
 def load_training_data(spec, *, image_size, train_per_class, imbalance_ratio,
-                       cache_limit_bytes=2**31):
+                       cache_limit_bytes=2**31, tfds_data_dir=None):
     """The source, and its training split reduced to the requested subset.
 
     Files are listed first and only the kept subset is decoded (into memory
@@ -20,11 +20,13 @@ def load_training_data(spec, *, image_size, train_per_class, imbalance_ratio,
         imbalance_ratio: a long-tail subset with this ratio (0: balanced);
             `train_per_class` then caps the head class.
         cache_limit_bytes: largest split decoded into memory; larger ones stream.
+        tfds_data_dir: where tensorflow-datasets keeps prepared sets (None: its default).
 
     Returns:
         (source, train split, number of unreadable files skipped).
     """
-    source = ssl_data.load_source(spec, image_size=image_size, cache_limit_bytes=0)
+    source = ssl_data.load_source(spec, image_size=image_size, cache_limit_bytes=0,
+                                  tfds_data_dir=tfds_data_dir)
     train = source.train
     if imbalance_ratio:
         train = ssl_data.long_tail_subset(train, imbalance_ratio,

@@ -29,6 +29,7 @@ from keras_ssl import distribute, methods
 from keras_ssl import data as ssl_data
 from keras_ssl.checkpointing import EpochCheckpoint
 from keras_ssl.distribute.strategy import is_chief, task_of, worker_directory
+from keras_ssl.distribute.worker_health import stop_on_worker_loss
 from keras_ssl.evaluation import KnnMonitor
 from keras_ssl.export import export_encoder
 from keras_ssl.fault_tolerance import InjectNaN, StopOnNonFiniteLoss, enable_determinism
@@ -81,6 +82,9 @@ def pretrain(config=None, /, **overrides):
         keras_ssl.preemption.Preempted: the process got SIGTERM during
             training; the step in flight finished and was checkpointed, and
             calling `pretrain` again resumes there.
+        keras_ssl.distribute.worker_health.WorkerLostError: another worker of
+            a multi-worker job was lost; rerunning every worker resumes from
+            the chief's last checkpoint.
         ValueError: an unknown method, strategy or optimizer, or checkpoints
             in `model_dir` of another model.
 
@@ -101,7 +105,7 @@ def pretrain(config=None, /, **overrides):
     _seed_and_precision(config)
     source, train, skipped_files = load_training_data(
         config.data, image_size=config.image_size, train_per_class=config.train_per_class,
-        imbalance_ratio=config.imbalance_ratio)
+        imbalance_ratio=config.imbalance_ratio, tfds_data_dir=config.tfds_data_dir)
     steps = ssl_data.steps_per_epoch(train, config.global_batch_size)
     run = RunContext(num_examples=len(train), steps_per_epoch=steps, epochs=config.epochs,
                      seed=config.seed)
@@ -180,7 +184,7 @@ def pretrain(config=None, /, **overrides):
 
     history = {}
     if initial_epoch < config.epochs:
-        with preemption.watching():
+        with preemption.watching(), stop_on_worker_loss(strategy, checkpoint_dir):
             if initial_step:
                 history = fit(initial_epoch, initial_step, initial_epoch + 1, _rest_of_epoch(
                     callbacks, initial_epoch + 1, feature_pass=feature_pass, monitor=monitor,
@@ -190,7 +194,8 @@ def pretrain(config=None, /, **overrides):
                 history = {key: history.get(key, []) + rest.get(key, [])
                            for key in {**history, **rest}}
     # Every worker takes part in the final E-step's feature pass.
-    clustering = clustering_report(model, feature_pass, train.labels, epochs=config.epochs)
+    with stop_on_worker_loss(strategy, checkpoint_dir):
+        clustering = clustering_report(model, feature_pass, train.labels, epochs=config.epochs)
     if not chief:
         return None
     knn_top1 = None

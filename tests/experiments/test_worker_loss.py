@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import types
 
@@ -37,24 +36,6 @@ NUM_IMAGES, EPOCHS, GLOBAL_BATCH = 320, 3, 8
 # tells a hang from a stop.
 STOP_BOUND_SECONDS = 2 * HEARTBEAT_TIMEOUT_SECONDS + 40
 
-# train.py in a process whose WorkerLostError ends it as keras_ssl/cli/train.py
-# ends a NaN loss: one "train.py: error: ..." line and exit status 1. This is
-# the conversion the CLI is to make itself (it makes none yet); with it, a
-# SystemExit passes through unchanged and the line is the same.
-DRIVER = textwrap.dedent(f"""
-    import runpy
-    import sys
-
-    from keras_ssl.distribute.worker_health import WorkerLostError, stop_on_worker_loss
-
-    checkpoint_dir, sys.argv = sys.argv[1], [{TRAIN!r}, *sys.argv[2:]]
-    try:
-        with stop_on_worker_loss(checkpoint_dir=checkpoint_dir):
-            runpy.run_path(sys.argv[0], run_name="__main__")
-    except WorkerLostError as error:
-        print(f"train.py: error: {{error}}", file=sys.stderr)
-        sys.exit(1)
-""")
 
 
 def start_workers(root, data, cluster, run_name):
@@ -69,8 +50,7 @@ def start_workers(root, data, cluster, run_name):
                                          "task": {"type": "worker", "index": index}}))
         logs = tuple(open(root / run_name / f"worker{index}.{stream}", "w+")
                      for stream in ("out", "err"))
-        command = [sys.executable, "-c", DRIVER, str(model_dir / "checkpoints"),
-                   "--method=moco_v2", "--preset=cifar10_cpu_small", "--smoke",
+        command = [sys.executable, TRAIN, "--method=moco_v2", "--preset=cifar10_cpu_small", "--smoke",
                    "--train_per_class=0", "--image_size=32", f"--data={data}",
                    "--backbone=tiny", f"--global_batch_size={GLOBAL_BATCH}",
                    f"--epochs={EPOCHS}", "--knn_k=5", "--verbose=0",
