@@ -13,10 +13,17 @@ from keras_ssl.augment.color import solarize
 from keras_ssl.augment.erasing import random_erasing
 from keras_ssl.augment.geometry import random_flip
 from keras_ssl.augment.geometry import random_resized_crop
+from keras_ssl.augment.randaugment import WeakStrongRecipe
+from keras_ssl.augment.randaugment import cutout
+from keras_ssl.augment.randaugment import flip_and_shift
+from keras_ssl.augment.randaugment import rand_augment
 from keras_ssl.augment.recipes import RECIPES
 from keras_ssl.augment.recipes import byol_views
+from keras_ssl.augment.recipes import fixmatch_views
 from keras_ssl.augment.recipes import get_recipe
+from keras_ssl.augment.recipes import hiermatch_views
 from keras_ssl.augment.recipes import mira_views
+from keras_ssl.augment.recipes import mixmatch_views
 from keras_ssl.augment.recipes import moco_v2_views
 from keras_ssl.augment.recipes import multi_crop_views
 from keras_ssl.augment.recipes import npid_views

@@ -11,6 +11,7 @@ protocols of SimCLR and BYOL (solo-learn) do at 32 px. Pick one by name with `ge
 import dataclasses
 
 from keras_ssl.augment.multi_resolution import MultiResolutionRecipe
+from keras_ssl.augment.randaugment import WeakStrongRecipe
 from keras_ssl.augment.views import ViewConfig
 from keras_ssl.augment.views import ViewRecipe
 
@@ -19,9 +20,13 @@ __all__ = [
     "RECIPES",
     "ViewConfig",
     "ViewRecipe",
+    "WeakStrongRecipe",
     "byol_views",
+    "fixmatch_views",
     "get_recipe",
+    "hiermatch_views",
     "mira_views",
+    "mixmatch_views",
     "moco_v2_views",
     "msf_views",
     "multi_crop_views",
@@ -338,6 +343,44 @@ def multi_resolution_views(image_size, *, resolutions=(24,), base="moco_v2", sou
         resolutions=tuple(resolutions), source_view=source_view)
 
 
+def fixmatch_views(image_size, *, blur=False, **randaugment):
+    """FixMatch: a weak view (flip, shift) and a strong one (weak, RandAugment, Cutout).
+
+    ``blur`` is ignored (the official pipeline has none); ``randaugment`` are
+    `WeakStrongRecipe`'s keywords (`keras_ssl.augment.randaugment`).
+
+    >>> fixmatch_views(32).num_views
+    2
+    """
+    del blur
+    return WeakStrongRecipe(image_size=image_size, num_weak=1, num_strong=1, **randaugment)
+
+
+def mixmatch_views(image_size, *, blur=False, num_augmentations=2, shift_fraction=0.125):
+    """MixMatch: K weak views (flip, reflect-padded shift), K = 2; ``blur`` is ignored.
+
+    >>> mixmatch_views(32).num_views
+    2
+    """
+    del blur
+    return WeakStrongRecipe(image_size=image_size, num_weak=num_augmentations, num_strong=0,
+                            shift_fraction=shift_fraction)
+
+
+def hiermatch_views(image_size, *, blur=False, num_weak=2, num_strong=1, **randaugment):
+    """HierMatch: two weak views and a strong one, so either base finds its views.
+
+    MixMatch takes the weak views, FixMatch the first and the last; a config
+    may drop the other base's (``num_strong=0`` or ``num_weak=1``).
+
+    >>> hiermatch_views(32).num_views
+    3
+    """
+    del blur
+    return WeakStrongRecipe(image_size=image_size, num_weak=num_weak, num_strong=num_strong,
+                            **randaugment)
+
+
 RECIPES = {
     "simclr": simclr_views,
     "moco_v2": moco_v2_views,
@@ -347,6 +390,9 @@ RECIPES = {
     "mira": mira_views,
     "msf": msf_views,
     "multi_resolution": multi_resolution_views,
+    "fixmatch": fixmatch_views,
+    "mixmatch": mixmatch_views,
+    "hiermatch": hiermatch_views,
 }
 
 

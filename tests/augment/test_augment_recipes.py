@@ -191,7 +191,8 @@ def test_every_factory_takes_the_blur_switch(name):
 
 def test_get_recipe_unknown_name():
     assert set(recipes.RECIPES) == {"simclr", "moco_v2", "npid", "byol", "multi_crop", "mira",
-                                    "msf", "multi_resolution"}
+                                    "msf", "multi_resolution", "fixmatch", "mixmatch",
+                                    "hiermatch"}
     with pytest.raises(ValueError, match="Unknown view recipe"):
         augment.get_recipe("dino")
 
