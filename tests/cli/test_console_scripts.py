@@ -12,7 +12,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PACKAGE = os.path.join(ROOT, "keras_ssl")
-SCRIPTS = ("keras-ssl-train", "keras-ssl-evaluate", "keras-ssl-export")
+SCRIPTS = ("keras-ssl-train", "keras-ssl-evaluate", "keras-ssl-export",
+           "keras-ssl-select-labels")
 
 
 def _imported_modules(path):
