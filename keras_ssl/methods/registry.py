@@ -15,11 +15,15 @@ from keras_ssl.methods import ascl, cld, ifnd, mochi, xmoco
 from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.clim import CLIM
 from keras_ssl.methods.cmsf import CMSF, SupervisedCMSF
+from keras_ssl.methods.fixmatch import FixMatch
+from keras_ssl.methods.hiermatch import HierMatch
 from keras_ssl.methods.instance_classifier import InstanceClassifier
 from keras_ssl.methods.interclr import InterCLR
 from keras_ssl.methods.mira import MIRA
+from keras_ssl.methods.mixmatch import MixMatch
 from keras_ssl.methods.moco import MoCo
 from keras_ssl.methods.msf import MSF
+from keras_ssl.methods.nncsl import NNCSL
 from keras_ssl.methods.ncc import NCC
 from keras_ssl.methods.npid import NPID
 from keras_ssl.methods.simclr import SimCLR
@@ -40,6 +44,10 @@ METHODS = {
     "ncc": NCC,
     "clim": CLIM,
     "instance_classifier": InstanceClassifier,
+    "fixmatch": FixMatch,
+    "mixmatch": MixMatch,
+    "hiermatch": HierMatch,
+    "nncsl": NNCSL,
 }
 
 # Registry name -> preset (`.base`, `.arguments(kwargs)`): a base method above

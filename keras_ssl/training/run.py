@@ -68,7 +68,9 @@ def pretrain(config=None, /, **overrides):
         `initial_step` (global steps done when this call started),
         `steps_run`, `train_images`, `global_batch_size`, `replicas`,
         `skipped_files`, `loss` (last epoch's mean, over the steps this call
-        ran), `knn_top1` (None without labelled train and test splits), `knn_top1_background_shifted` (with `shifted_knn`),
+        ran), `knn_top1` (None without labelled train and test splits), `test_top1`
+        (a semi-supervised method's classifier on the test split; None for the
+        others), `knn_top1_background_shifted` (with `shifted_knn`),
         `nmi`, `ari` and `cluster_acc` (only for methods with
         E-step labels, `keras_ssl.training.clustering_report`), `train_seconds`,
         `train_images_per_s`, `model_dir` and `saved_model` (None without
@@ -202,6 +204,11 @@ def pretrain(config=None, /, **overrides):
     if monitor is not None:
         # A run resumed after its last epoch trains nothing: evaluate now.
         knn_top1 = (monitor.last_result or monitor.evaluate())["top1"]
+    test_top1 = None
+    if hasattr(model, "test_top1") and source.test is not None and source.num_classes:
+        # A semi-supervised method's own classifier (its EMA copy where it keeps one).
+        test_top1 = model.test_top1(ssl_data.eval_dataset(
+            source.test, batch_size=EVAL_BATCH_SIZE, image_size=config.image_size))
     shifted = {}
     if config.shifted_knn and monitor is not None:
         shifted["knn_top1_background_shifted"] = background.shifted_knn_top1(
@@ -229,6 +236,7 @@ def pretrain(config=None, /, **overrides):
                        else None),
         "labeled_images": len(labeled) if labeled is not None else 0,
         "knn_top1": knn_top1,
+        "test_top1": test_top1,
         **shifted,
         **clustering,
         "train_seconds": round(timer.seconds, 2),

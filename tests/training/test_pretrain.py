@@ -17,7 +17,8 @@ from tests.experiments.test_fault_tolerance import newest_checkpoint_number, wri
 RESULT_KEYS = {"method", "epochs", "epochs_run", "initial_epoch", "train_images",
                "global_batch_size", "replicas", "skipped_files", "loss", "knn_top1",
                "train_seconds", "train_images_per_s", "model_dir", "saved_model",
-               "probe_top1", "labeled_images", "initial_step", "steps_run"}
+               "probe_top1", "labeled_images", "initial_step", "steps_run",
+               "test_top1"}
 
 
 @pytest.fixture(scope="module")

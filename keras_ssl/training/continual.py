@@ -1,0 +1,225 @@
+"""`continual_pretrain`: T class-incremental tasks in sequence (NNCSL), accuracy after each.
+
+The official loop (kangzhiq/NNCSL `src/nncsl_train.py:333-814`), with the
+library's pieces:
+
+- the classes are cut into tasks (`keras_ssl.data.task_splits.TaskSplit`);
+  task t's unlabelled stream holds its own classes only (`setting: current`);
+- its labelled stream is the replay buffer plus the task's own labels,
+  `supports_per_class` images of every seen class in each step, class-balanced
+  (`ClassBalancedSampler`), so its batch grows with the seen classes;
+- the model is told the task (`start_task`: class masks, teacher copy) before
+  the task's `fit`;
+- the learning rate restarts at every task (warm-up from `start_lr` to `lr`,
+  cosine to `final_lr`, the official `WarmupCosineSchedule` rebuilt per task,
+  :442-449), while the optimizer's momentum carries over;
+- after the task: the online classifier's top-1 on the test images of every
+  class seen so far (:818-848), then the buffer update (`make_buffer_lst`).
+
+Not done here (left to `pretrain`'s machinery when continual runs need it):
+checkpoints and resume, kNN monitoring, export.
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from keras_ssl import augment, backbones, distribute, methods
+from keras_ssl import data as ssl_data
+from keras_ssl.data.replay_buffer import labeled_indices_for_task, update_buffer
+from keras_ssl.data.task_splits import TaskSplit
+from keras_ssl.methods import RunContext
+from keras_ssl.optimizers import LARS, SGD
+from keras_ssl.training.data import load_training_data
+from keras_ssl.training.run import _as_config
+
+EVAL_BATCH_SIZE = 512
+
+
+class TaskWarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Warm-up then cosine, restarted at every task (the official per-task scheduler).
+
+    lr(k) for the k-th step of the current task (k = step - task start):
+    start + k / W (base - start) during W warm-up steps, then
+    max(final, final + (base - final) (1 + cos(pi (k - W) / (K - W))) / 2),
+    K the task's steps (`utils.py:89-99`). `begin_task` moves the origin;
+    the two variables it writes make the traced step follow without retracing.
+
+    Args:
+        base_learning_rate: lr at the end of warm-up (C10: 0.4).
+        warmup_fraction: W / K (the official 10 of 250 epochs is 0.04).
+        start_learning_rate: lr at a task's first step (C10: 0.08).
+        final_learning_rate: lr at its end (C10: 0.032).
+    """
+
+    def __init__(self, base_learning_rate, *, warmup_fraction=0.0, start_learning_rate=0.0,
+                 final_learning_rate=0.0):
+        self.base_learning_rate = float(base_learning_rate)
+        self.warmup_fraction = float(warmup_fraction)
+        self.start_learning_rate = float(start_learning_rate)
+        self.final_learning_rate = float(final_learning_rate)
+        self.task_start = tf.Variable(0, dtype=tf.int64, trainable=False, name="task_start")
+        self.task_steps = tf.Variable(1, dtype=tf.int64, trainable=False, name="task_steps")
+
+    def begin_task(self, start_step, steps):
+        """The task starting at optimizer step `start_step` runs `steps` steps."""
+        self.task_start.assign(int(start_step))
+        self.task_steps.assign(max(int(steps), 1))
+
+    def __call__(self, step):
+        k = tf.cast(tf.cast(step, tf.int64) - self.task_start, tf.float32)
+        total = tf.cast(self.task_steps, tf.float32)
+        warmup = tf.round(self.warmup_fraction * total)
+        warm = self.start_learning_rate + k / tf.maximum(warmup, 1.0) * (
+            self.base_learning_rate - self.start_learning_rate)
+        progress = (k - warmup) / tf.maximum(total - warmup, 1.0)
+        cosine = self.final_learning_rate + (self.base_learning_rate - self.final_learning_rate) \
+            * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        return tf.where(k < warmup, warm, tf.maximum(self.final_learning_rate, cosine))
+
+    def get_config(self):
+        return {"base_learning_rate": self.base_learning_rate,
+                "warmup_fraction": self.warmup_fraction,
+                "start_learning_rate": self.start_learning_rate,
+                "final_learning_rate": self.final_learning_rate}
+
+
+def continual_pretrain(config=None, /, *, tasks, buffer_size=500, supports_per_class=5,
+                       class_order_seed=None, warmup_fraction=None, start_lr_fraction=0.2,
+                       final_lr_fraction=0.08, **overrides):
+    """Trains a continual method (NNCSL) over `tasks` tasks; returns a dict of results.
+
+    Args:
+        config: a `PretrainConfig` (or dict); `epochs` and `warmup_epochs`
+            are per task, `global_batch_size` is the unlabelled batch, and a
+            label budget (`labels_per_class`, `label_fraction` or
+            `label_indices`) is required. Omitted, the keyword arguments are it.
+        tasks: T; must divide the number of classes.
+        buffer_size: the replay buffer (NNCSL: 500).
+        supports_per_class: labelled images of each seen class in every step.
+        class_order_seed: None for the natural class order (the official
+            split), an int for a seeded shuffle.
+        warmup_fraction: the share of each task spent warming up; None:
+            `warmup_epochs / epochs` (the official 10 of 250).
+        start_lr_fraction, final_lr_fraction: warm-up start and final lr as
+            fractions of `learning_rate` (the CIFAR-10 recipe: 0.08 and 0.032
+            of 0.4).
+        **overrides: `PretrainConfig` fields.
+
+    Returns:
+        A dict with `method`, `tasks` (the classes of each), `task_test_top1`
+        (after each task, the online classifier's top-1 on the test images
+        of every class seen so far), `task_loss` (each task's last epoch),
+        `buffer_sizes` (after each task), `labeled_images`, `replicas`.
+    """
+    config = _as_config(config, overrides)
+    klass = _method_class(config.method)
+    strategy = distribute.make_strategy(config.strategy, cpu_replicas=config.cpu_replicas,
+                                        tpu_address=config.tpu)
+    keras.utils.set_random_seed(config.seed)
+    source, train, _ = load_training_data(config.data, image_size=config.image_size,
+                                          train_per_class=config.train_per_class,
+                                          imbalance_ratio=config.imbalance_ratio)
+    if source.test is None:
+        raise ValueError(f"--data={config.data} has no test split to evaluate the tasks on.")
+    split = TaskSplit.make(source.num_classes, tasks, class_order_seed)
+    subset = ssl_data.labeled_indices(train, **_budget(config), seed=config.seed)
+    subset_labels = train.labels[subset]
+    views = augment.get_recipe(klass.recipe_name, blur=config.blur,
+                               **{"global_size": config.image_size, **(config.view_kwargs or {})})
+    task_trains = [split.unlabeled_split(train, t) for t in range(len(split))]
+    steps = [ssl_data.steps_per_epoch(t, config.global_batch_size) for t in task_trains]
+    model, schedule = _build(strategy, config, klass, source.num_classes, steps[0],
+                             warmup_fraction=warmup_fraction,
+                             start_lr_fraction=start_lr_fraction,
+                             final_lr_fraction=final_lr_fraction)
+
+    buffer, accuracies, losses, sizes = [], [], [], []
+    for task in range(len(split)):
+        model.start_task(task, current_classes=split.classes(task),
+                         past_classes=split.past_classes(task))
+        schedule.begin_task(int(model.optimizer.iterations.numpy()), steps[task] * config.epochs)
+        seen = split.seen_classes(task)
+        labeled = ssl_data.LabeledStream(
+            split=train, batch_size=supports_per_class * len(seen),
+            indices=labeled_indices_for_task(buffer, subset, subset_labels, split, task))
+        dataset = ssl_data.distributed_train_dataset(
+            strategy, task_trains[task], global_batch_size=config.global_batch_size,
+            view_fn=views, seed=config.seed + task, epochs=config.epochs,
+            image_size=config.image_size, labeled=labeled, hide_labels=True)
+        history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps[task],
+                            verbose=config.verbose, shuffle=False).history
+        losses.append(float(history["loss"][-1]))
+        accuracies.append(evaluate_seen_classes(model, split.seen_split(source.test, task),
+                                                image_size=config.image_size))
+        buffer = update_buffer(buffer, buffer_size, subset, subset_labels, split, task)
+        sizes.append(len(buffer))
+    return {"method": config.method, "tasks": [list(t) for t in split.tasks],
+            "task_test_top1": accuracies, "task_loss": losses, "buffer_sizes": sizes,
+            "labeled_images": int(len(subset)), "replicas": strategy.num_replicas_in_sync,
+            "epochs_per_task": config.epochs}
+
+
+def evaluate_seen_classes(model, test, *, image_size=None, batch_size=EVAL_BATCH_SIZE):
+    """Top-1 of `model.classify` (unseen classes masked) over the split `test`."""
+    correct = 0
+    for batch in ssl_data.eval_dataset(test, batch_size=batch_size, image_size=image_size):
+        predicted = tf.argmax(model.classify(batch["image"]), axis=1)
+        correct += int(tf.reduce_sum(tf.cast(predicted == batch["label"], tf.int64)))
+    return correct / max(len(test), 1)
+
+
+def _method_class(name):
+    if name in methods.METHODS:
+        klass = methods.METHODS[name]
+    elif name == "nncsl":  # until the registry names it
+        from keras_ssl.methods.nncsl import NNCSL as klass
+    else:
+        raise ValueError(f"--method={name!r} is not a registered method.")
+    if not hasattr(klass, "start_task"):
+        raise ValueError(f"--method={name} is not a continual method (it has no start_task).")
+    return klass
+
+
+def _budget(config):
+    budgets = {"labels_per_class": config.labels_per_class or None,
+               "fraction": config.label_fraction or None,
+               "indices": config.label_indices or None}
+    given = {name: value for name, value in budgets.items() if value is not None}
+    if len(given) != 1:
+        raise ValueError("A continual semi-supervised run needs one label budget: "
+                         "--labels_per_class, --label_fraction or --label_indices.")
+    return given
+
+
+def _build(strategy, config, klass, num_classes, steps_per_epoch, *, warmup_fraction,
+           start_lr_fraction, final_lr_fraction):
+    """The method, its optimizer on a per-task schedule, every variable under `strategy`."""
+    run = RunContext(num_examples=None, steps_per_epoch=steps_per_epoch, epochs=config.epochs,
+                     seed=config.seed)
+    kwargs = dict(config.method_kwargs or {})
+    if kwargs.setdefault("num_classes", num_classes) != num_classes:
+        raise ValueError(f"method_kwargs say num_classes={kwargs['num_classes']}, and "
+                         f"--data={config.data} has {num_classes} classes.")
+    with strategy.scope():
+        encoder = backbones.get(config.backbone, image_size=config.image_size,
+                                width_multiplier=config.width_multiplier,
+                                any_image_size=klass.mixed_image_sizes,
+                                synchronized_bn=config.synchronized_bn)
+        model = klass(encoder, run=run, name=config.method, **kwargs)
+        schedule = TaskWarmupCosine(
+            config.learning_rate,
+            warmup_fraction=(config.warmup_epochs / max(config.epochs, 1)
+                             if warmup_fraction is None else warmup_fraction),
+            start_learning_rate=config.learning_rate * start_lr_fraction,
+            final_learning_rate=config.learning_rate * final_lr_fraction)
+        if config.optimizer == "lars":
+            optimizer = LARS(schedule, momentum=0.9, weight_decay=config.weight_decay)
+        elif config.optimizer == "sgd":
+            optimizer = SGD(schedule, momentum=0.9, weight_decay=config.weight_decay)
+        else:
+            raise ValueError(f"--optimizer={config.optimizer!r}: continual runs take sgd or lars.")
+        model.compile(optimizer=optimizer)
+        optimizer.build(model.update_variables())
+    return model, schedule
