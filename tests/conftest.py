@@ -62,3 +62,19 @@ def pytest_xdist_make_scheduler(config, log):
             return super()._split_scope(nodeid)
 
     return ModuleScheduling(config, log)
+
+
+@pytest.fixture(params=["ram", "file"])
+def remote_root(request, tmp_path):
+    """An empty folder on `ram://` (in memory) or behind a `file://` URL (remote-path tests)."""
+    import uuid
+
+    import tensorflow as tf
+
+    if request.param == "file":
+        yield f"file://{tmp_path}/remote"
+        return
+    root = f"ram://keras_ssl_tests/{uuid.uuid4().hex}"
+    yield root
+    if tf.io.gfile.exists(root):
+        tf.io.gfile.rmtree(root)

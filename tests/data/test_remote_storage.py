@@ -7,7 +7,6 @@ through the project's own loaders.
 """
 
 import os
-import uuid
 
 import numpy as np
 import pytest
@@ -35,18 +34,6 @@ def copy_tree(local_root, url_root):
                 data = file.read()
             with tf.io.gfile.GFile(f"{target}/{name}", "wb") as file:
                 file.write(data)
-
-
-@pytest.fixture(params=["ram", "file"])
-def remote_root(request, tmp_path):
-    """An empty folder on `ram://` (in memory) or behind a `file://` URL."""
-    if request.param == "file":
-        yield f"file://{tmp_path}/remote"
-        return
-    root = f"ram://keras_ssl_tests/{uuid.uuid4().hex}"
-    yield root
-    if tf.io.gfile.exists(root):
-        tf.io.gfile.rmtree(root)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ subprocess gets `file://` URLs.
 """
 
 import json
-import uuid
 
 import keras
 import numpy as np
@@ -21,18 +20,6 @@ from tests.evaluation.test_eval_plots import assert_real_png
 from tests.experiments.test_evaluate import EVALUATE, _run
 
 IMAGE_SIZE = 16
-
-
-@pytest.fixture(params=["ram", "file"])
-def remote_root(request, tmp_path):
-    """An empty folder on `ram://` (in memory) or behind a `file://` URL."""
-    if request.param == "file":
-        yield f"file://{tmp_path}/remote"
-        return
-    root = f"ram://keras_ssl_tests/{uuid.uuid4().hex}"
-    yield root
-    if tf.io.gfile.exists(root):
-        tf.io.gfile.rmtree(root)
 
 
 def _images(count, seed=0):
