@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_ssl.backbones.fused_bn import FusedBatchNormalization, FusedSyncBatchNormalization
 from keras_ssl.backbones.input_size import (MinimumImageSide, accept_any_image_size,
                                             image_input, smallest_image_side)
 from keras_ssl.backbones.resnet import batch_norm_factory, resnet
@@ -20,7 +21,7 @@ def available():
 
 def get(name, *, image_size=32, width_multiplier=1.0, cifar_stem=None,
         synchronized_bn=False, split_batch_norm=0, any_image_size=False,
-        zero_init_residual=False):
+        zero_init_residual=False, fused_batch_norm=False):
     """Builds a backbone by name: images in [0, 1] -> pooled features.
 
     Args:
@@ -55,13 +56,17 @@ def get(name, *, image_size=32, width_multiplier=1.0, cifar_stem=None,
     if zero_init_residual and name not in _RESNETS:
         raise ValueError(f"zero_init_residual is a ResNet option; backbone {name!r} "
                          "has no residual branches to zero.")
+    if fused_batch_norm and name not in _RESNETS:
+        raise ValueError(f"fused_batch_norm is a ResNet option; backbone {name!r} "
+                         "builds its own BatchNorm layers.")
     if name in _RESNETS:
         if cifar_stem is None:
             cifar_stem = image_size <= 64
         return resnet(_RESNETS[name], image_size=image_size, cifar_stem=cifar_stem,
                       width_multiplier=width_multiplier,
                       synchronized_bn=synchronized_bn, split_batch_norm=split_batch_norm,
-                      any_image_size=any_image_size, zero_init_residual=zero_init_residual)
+                      any_image_size=any_image_size, zero_init_residual=zero_init_residual,
+                      fused_batch_norm=fused_batch_norm)
     if name == "tiny":
         norm = ("split_batch" if split_batch_norm
                 else "sync_batch" if synchronized_bn else "batch")

@@ -8,6 +8,7 @@ multiplier scales every convolution, so `width_multiplier=0.25` gives a stem of
 
 import keras
 
+from keras_ssl.backbones.fused_bn import FusedBatchNormalization, FusedSyncBatchNormalization
 from keras_ssl.backbones.input_size import image_input
 from keras_ssl.backbones.split_bn import SplitBatchNormalization
 from keras_ssl.backbones.sync_bn import SyncBatchNormalization
@@ -24,13 +25,16 @@ _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
 
 
-def batch_norm_factory(synchronized_bn=False, split_batch_norm=0):
+def batch_norm_factory(synchronized_bn=False, split_batch_norm=0, fused_batch_norm=False):
     """`make(name, zero_init=False)`: the backbone's BatchNorm layer for its options.
 
     Plain `keras.layers.BatchNormalization`, `SyncBatchNormalization`
     (`synchronized_bn`) or `SplitBatchNormalization` over S sub-batches
-    (`split_batch_norm=S`); the two options exclude each other. Every kind
-    has the same variables under the same names.
+    (`split_batch_norm=S`); the two options exclude each other.
+    `fused_batch_norm` trains the plain and synchronized kinds through
+    TensorFlow's fused kernel (`keras_ssl.backbones.fused_bn`; split
+    BatchNorm keeps its own). Every kind has the same variables under the
+    same names.
     """
     if isinstance(split_batch_norm, bool) or not isinstance(split_batch_norm, int) \
             or split_batch_norm < 0:
@@ -47,8 +51,10 @@ def batch_norm_factory(synchronized_bn=False, split_batch_norm=0):
         if split_batch_norm:
             return SplitBatchNormalization(num_splits=split_batch_norm, **kwargs)
         if synchronized_bn:
-            return SyncBatchNormalization(**kwargs)
-        return keras.layers.BatchNormalization(**kwargs)
+            return (FusedSyncBatchNormalization if fused_batch_norm
+                    else SyncBatchNormalization)(**kwargs)
+        return (FusedBatchNormalization if fused_batch_norm
+                else keras.layers.BatchNormalization)(**kwargs)
 
     return make
 
@@ -107,6 +113,7 @@ def resnet(
     split_batch_norm=0,
     any_image_size=False,
     zero_init_residual=False,
+    fused_batch_norm=False,
     name=None,
 ):
     """Builds a ResNet that maps float images in [0, 1] to pooled features.
@@ -134,6 +141,11 @@ def resnet(
             branch at 0, so each block begins as its shortcut (Goyal et al.,
             2017; torchvision's `zero_init_residual`, which MIRA's official
             encoder turns on). Only the initial weights change.
+        fused_batch_norm: train every BatchNorm through TensorFlow's fused
+            kernel (`keras_ssl.backbones.fused_bn`): the same maths and
+            weights, rounded differently, and faster on CPUs (fewer, larger
+            ops; most of all where oneDNN has no AVX-512). Not with
+            `split_batch_norm`, which keeps its own layer.
         name: model name; defaults to `resnet{depth}`.
 
     Returns:
@@ -149,7 +161,7 @@ def resnet(
     key = f"resnet{depth}"
     if key not in _BLOCKS:
         raise ValueError(f"ResNet depth must be one of 18, 34, 50; got {depth}.")
-    norm = batch_norm_factory(synchronized_bn, split_batch_norm)
+    norm = batch_norm_factory(synchronized_bn, split_batch_norm, fused_batch_norm)
     kind, repeats = _BLOCKS[key]
     block = _basic_block if kind == "basic" else _bottleneck_block
     stem_width = max(1, int(round(64 * width_multiplier)))

@@ -39,7 +39,7 @@ _CONFIG_FLAGS = (
     "learning_rate", "weight_decay", "warmup_epochs", "blur", "model_dir",
     "checkpoint_every_steps", "seed",
     "strategy", "cpu_replicas", "tpu", "tfds_data_dir", "knn_every_epochs", "knn_k", "knn_temperature",
-    "mixed_precision", "jit_compile", "export_dir", "verbose", "deterministic",
+    "mixed_precision", "jit_compile", "fused_batch_norm", "export_dir", "verbose", "deterministic",
     "labels_per_class", "label_fraction", "label_indices", "labeled_batch_size",
     "hide_labels", "probe", "saliency", "shifted_knn")
 
@@ -115,6 +115,8 @@ def define_flags():
     flags.DEFINE_float("knn_temperature", 0.1, "Vote temperature of the kNN monitor.")
     flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 (GPU) / mixed_bfloat16 (TPU).")
     flags.DEFINE_boolean("jit_compile", False, "XLA-compile the whole step (single device only).")
+    flags.DEFINE_boolean("fused_batch_norm", False,
+                         "ResNet BatchNorm through the fused kernel (faster on CPU; other rounding).")
     flags.DEFINE_string("export_dir", None,
                         "Export the encoder here at the end (SavedModel + .keras).")
     flags.DEFINE_boolean("deterministic", False,

@@ -34,7 +34,7 @@ def make_views(method, *, image_size, blur, view_kwargs=None):
 
 
 def make_backbone(method, backbone, *, image_size, width_multiplier, zero_init_residual=False,
-                  synchronized_bn=False, split_batch_norm=0):
+                  synchronized_bn=False, split_batch_norm=0, fused_batch_norm=False):
     """The encoder a run of `method` trains (and that evaluation and export rebuild).
 
     Methods whose views come in several sizes (multi-crop: SwAV, MIRA) get a
@@ -46,14 +46,15 @@ def make_backbone(method, backbone, *, image_size, width_multiplier, zero_init_r
                          any_image_size=methods.METHODS[method].mixed_image_sizes,
                          zero_init_residual=zero_init_residual,
                          synchronized_bn=synchronized_bn,
-                         split_batch_norm=split_batch_norm)
+                         split_batch_norm=split_batch_norm,
+                         fused_batch_norm=fused_batch_norm)
 
 
 def build_method(strategy, *, method, backbone, image_size, width_multiplier, run,
                  optimizer, learning_rate, weight_decay, warmup_steps,
                  method_kwargs=None, zero_init_residual=False, synchronized_bn=False,
                  split_batch_norm=0, mixed_precision=False,
-                 jit_compile=False):
+                 jit_compile=False, fused_batch_norm=False):
     """The compiled method with a built optimizer, every variable created under `strategy`.
 
     Args:
@@ -76,7 +77,8 @@ def build_method(strategy, *, method, backbone, image_size, width_multiplier, ru
                                 width_multiplier=width_multiplier,
                                 zero_init_residual=zero_init_residual,
                                 synchronized_bn=synchronized_bn,
-                                split_batch_norm=split_batch_norm)
+                                split_batch_norm=split_batch_norm,
+                                fused_batch_norm=fused_batch_norm)
         model = methods.get(method, encoder=encoder, run=run, **(method_kwargs or {}))
         opt = make_optimizer(optimizer, learning_rate=learning_rate,
                              weight_decay=weight_decay, total_steps=run.total_steps,

@@ -137,7 +137,8 @@ def pretrain(config=None, /, **overrides):
         method_kwargs=method_kwargs,
         run=run, optimizer=config.optimizer, learning_rate=config.learning_rate,
         weight_decay=config.weight_decay, warmup_steps=steps * config.warmup_epochs,
-        mixed_precision=config.mixed_precision, jit_compile=config.jit_compile)
+        mixed_precision=config.mixed_precision, jit_compile=config.jit_compile,
+        fused_batch_norm=config.fused_batch_norm)
     distribute.adapt_fit_to_multi_worker(model, strategy)
     if getattr(views, "background", None) is not None and views.background.swaps and not (
             model.accepts_extra_negatives):
