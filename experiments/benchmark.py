@@ -4,6 +4,8 @@
         --data=../shared/data/cifar10
     python experiments/benchmark.py --what=pipeline --data=../shared/data/cifar10
     python experiments/benchmark.py --what=kernels
+    python experiments/benchmark.py --what=versus_lightly --data=../shared/data/cifar10 \
+        --lightly_python=/tmp/lightly_venv/bin/python --repeats=2
     python experiments/benchmark.py --what=floor --seeds=0,1,2
     python experiments/benchmark.py --protocol=cpu_small_longtail \
         --methods=npid,npid_cld --seeds=0,1,2 --data=../shared/data/cifar10
@@ -35,7 +37,7 @@ from absl import app, flags  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("what", "protocol",
                   ["protocol", "pipeline", "kernels", "speed", "evaluation", "floor",
-                   "sharded_classifier"],
+                   "sharded_classifier", "versus_lightly"],
                   "What to measure.")
 flags.DEFINE_enum("protocol", "cpu_small", ["cpu_small", "cpu_small_longtail"],
                   "Training protocol.")
@@ -51,8 +53,14 @@ flags.DEFINE_string("baseline_tree", None,
                     "--what=speed: another checkout of keras_ssl (e.g. a `git worktree` of an "
                     "older commit) measured beside this one, alternating, for a before/after "
                     "table.")
-flags.DEFINE_integer("repeats", 1, "--what=speed: measurements per method (fresh processes); "
-                     "the table gives their median.")
+flags.DEFINE_integer("repeats", 1, "--what=speed, versus_lightly: measurements per method "
+                     "(fresh processes); the table gives their median.")
+flags.DEFINE_string("lightly_python", None,
+                    "--what=versus_lightly: an interpreter that imports lightly and torchvision "
+                    "(e.g. /tmp/lightly_venv/bin/python); without one only keras_ssl runs.")
+flags.DEFINE_boolean("fused_batch_norm", True,
+                     "--what=versus_lightly: keras_ssl's backbone BatchNorm through the fused "
+                     "kernel, beside a run with the defaults.")
 flags.DEFINE_boolean("write_readme", True, "Regenerate the README results table.")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,6 +75,7 @@ EVALUATION_START, EVALUATION_END = "<!-- evaluation:start -->", "<!-- evaluation
 FLOOR_START, FLOOR_END = "<!-- floor:start -->", "<!-- floor:end -->"
 BACKGROUND_START, BACKGROUND_END = "<!-- background:start -->", "<!-- background:end -->"
 SHARDED_START, SHARDED_END = "<!-- sharded:start -->", "<!-- sharded:end -->"
+VERSUS_START, VERSUS_END = "<!-- versus_lightly:start -->", "<!-- versus_lightly:end -->"
 PLOTS = os.path.join(ROOT, "docs", "images")
 # CIFAR-10-LT of the long-tail protocol: ratio 100, head class 1,000 images.
 LONGTAIL = dict(imbalance_ratio=100.0, train_per_class=1000, num_classes=10)
@@ -281,6 +290,17 @@ def run_sharded_classifier():
               f"{r['state_bytes_per_replica'] / 2 ** 20:.1f} MiB | {r['step_ms']:.0f} |"
               for r in results]
     _replace_between(SHARDED_START, SHARDED_END, lines)
+
+
+def run_versus_lightly():
+    """keras_ssl's BYOL beside lightly's on both CPU types, alternating (versus_lightly.py)."""
+    from experiments import versus_lightly
+    overrides = {"fused_batch_norm": True} if FLAGS.fused_batch_norm else None
+    lines = versus_lightly.run_and_record(
+        FLAGS.data, path=os.path.join(RESULTS, "versus_lightly.json"),
+        lightly_python=FLAGS.lightly_python, repeats=FLAGS.repeats, overrides=overrides,
+        with_defaults=bool(overrides))
+    _replace_between(VERSUS_START, VERSUS_END, lines)
 
 
 def run_kernels():
@@ -513,6 +533,8 @@ def main(argv):
             run_evaluation()
         elif FLAGS.what == "floor":
             run_floor()
+        elif FLAGS.what == "versus_lightly":
+            run_versus_lightly()
         elif FLAGS.what == "sharded_classifier":
             run_sharded_classifier()
         elif FLAGS.protocol == "cpu_small_longtail":

@@ -44,8 +44,13 @@ from keras_ssl.training.run import EVAL_BATCH_SIZE
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def measure_speed(method, data, *, steps_per_round=10, rounds=3, warmup_steps=5, seed=0):
-    """Images/s of `method` under its CPU-protocol preset: whole step, model, pipeline."""
+def measure_speed(method, data, *, steps_per_round=10, rounds=3, warmup_steps=5, seed=0,
+                  fused_batch_norm=False):
+    """Images/s of `method` under its CPU-protocol preset: whole step, model, pipeline.
+
+    `fused_batch_norm` builds the backbone with BatchNorm through TensorFlow's
+    fused kernel (`keras_ssl.backbones.fused_bn`), to measure that lever.
+    """
     entry = configs.get("cifar10_cpu_small", method)
     config = entry["flags"]
     batch_size = config["global_batch_size"]
@@ -65,7 +70,8 @@ def measure_speed(method, data, *, steps_per_round=10, rounds=3, warmup_steps=5,
         run=RunContext(num_examples=len(train), steps_per_epoch=steps,
                        epochs=config["epochs"], seed=seed),
         optimizer=config["optimizer"], learning_rate=config["learning_rate"],
-        weight_decay=config["weight_decay"], warmup_steps=steps * config["warmup_epochs"])
+        weight_decay=config["weight_decay"], warmup_steps=steps * config["warmup_epochs"],
+        fused_batch_norm=fused_batch_norm)
     model.make_train_function()
     neighbours = None
     if hasattr(model, "neighbour_mixing"):
@@ -89,7 +95,7 @@ def measure_speed(method, data, *, steps_per_round=10, rounds=3, warmup_steps=5,
         tf.nest.map_structure(lambda t: t.numpy(), batch)
 
     results = {"method": method, "global_batch_size": batch_size,
-               "steps_timed": steps_per_round * rounds}
+               "steps_timed": steps_per_round * rounds, "fused_batch_norm": fused_batch_norm}
     cached = pipeline().take(1).cache().repeat()
     for name, dataset, run_round in (
             ("train_images_per_s", pipeline(), train_round),
