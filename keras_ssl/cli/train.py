@@ -113,7 +113,7 @@ def define_flags():
                          "kNN monitor period in epochs (0: only at the end).", lower_bound=0)
     flags.DEFINE_integer("knn_k", 200, "Neighbours of the kNN monitor.", lower_bound=1)
     flags.DEFINE_float("knn_temperature", 0.1, "Vote temperature of the kNN monitor.")
-    flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 (GPU) / mixed_bfloat16 (TPU).")
+    flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 (GPU) / mixed_bfloat16 (TPU, CPU).")
     flags.DEFINE_boolean("jit_compile", False, "XLA-compile the whole step (single device only).")
     flags.DEFINE_boolean("fused_batch_norm", False,
                          "ResNet BatchNorm through the fused kernel (faster on CPU; other rounding).")

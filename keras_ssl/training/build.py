@@ -83,7 +83,8 @@ def build_method(strategy, *, method, backbone, image_size, width_multiplier, ru
         opt = make_optimizer(optimizer, learning_rate=learning_rate,
                              weight_decay=weight_decay, total_steps=run.total_steps,
                              warmup_steps=warmup_steps)
-        if mixed_precision:
+        if mixed_precision and keras.mixed_precision.global_policy().compute_dtype == "float16":
+            # Loss scaling guards float16's narrow exponent; bfloat16 has float32's.
             opt = keras.optimizers.LossScaleOptimizer(opt)
         model.compile(optimizer=opt, jit_compile=jit_compile)
         opt.build(model.update_variables())

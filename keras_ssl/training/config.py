@@ -66,7 +66,8 @@ class PretrainConfig:
         knn_every_epochs: kNN monitor period in epochs (0: only at the end).
         knn_k: neighbours of the kNN monitor.
         knn_temperature: vote temperature of the kNN monitor.
-        mixed_precision: mixed_float16 (GPU) or mixed_bfloat16 (TPU).
+        mixed_precision: mixed_float16 on GPUs (with loss scaling),
+            mixed_bfloat16 on TPUs and CPUs.
         jit_compile: XLA-compile the whole step (single device only).
         fused_batch_norm: the ResNet's BatchNorm through TensorFlow's fused
             kernel (one op each way instead of Keras' ten or so); the same

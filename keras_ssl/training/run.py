@@ -284,8 +284,15 @@ def _seed_and_precision(config):
     else:
         keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
-        keras.mixed_precision.set_global_policy(
-            "mixed_bfloat16" if config.strategy == "tpu" else "mixed_float16")
+        keras.mixed_precision.set_global_policy(mixed_precision_policy(config.strategy))
+
+
+def mixed_precision_policy(strategy_name):
+    """float16 where it is fast (GPUs), bfloat16 elsewhere (TPUs, and CPUs: oneDNN runs
+    bfloat16 natively where the CPU has avx512_bf16 or AMX, float16 only emulated)."""
+    if strategy_name != "tpu" and tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    return "mixed_bfloat16"
 
 
 def _cluster_resolver(strategy):

@@ -127,3 +127,29 @@ def test_a_label_budget_and_the_online_probe(data_spec, feature_run_with_a_label
         pretrain(_config(data_spec, tmp_path / "two", labels_per_class=2, label_fraction=0.5))
     with pytest.raises(ValueError, match="needs a label budget"):
         pretrain(_config(data_spec, tmp_path / "none", labeled_batch_size=8))
+
+
+def test_mixed_precision_on_the_cpu_trains_in_bfloat16_without_loss_scaling(data_spec, tmp_path):
+    # float16 is only emulated on CPUs (and needs loss scaling); bfloat16 has
+    # float32's exponent range and runs natively where the CPU has avx512_bf16.
+    import keras
+
+    from keras_ssl.training import build as build_module
+
+    built = []
+    original = build_module.methods.get
+
+    def recording_get(*args, **kwargs):
+        built.append(original(*args, **kwargs))
+        return built[-1]
+
+    build_module.methods.get = recording_get
+    try:
+        result = pretrain(_config(data_spec, tmp_path / "run", epochs=1, mixed_precision=True))
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+        assert not isinstance(built[0].optimizer, keras.optimizers.LossScaleOptimizer)
+        assert built[0].encoder.compute_dtype == "bfloat16"
+    finally:
+        build_module.methods.get = original
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(result["loss"])
