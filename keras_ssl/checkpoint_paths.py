@@ -5,9 +5,13 @@ them before importing it); a URL (`gs://...`, `ram://...`) is checked through
 import os
 
 
+URL_SEPARATOR = "://"
+
+
 def is_url(path):
-    """True for a URL of a TensorFlow file system, False for a local path."""
-    return "://" in os.fspath(path)
+    """True for a URL of a TensorFlow file system (`gs://...`, `file://...`), False for a
+    local path."""
+    return URL_SEPARATOR in os.fspath(path)
 
 
 def check_checkpoint_path(path):

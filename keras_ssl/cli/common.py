@@ -15,7 +15,8 @@ import sys
 
 from absl import app, flags
 
-from keras_ssl.checkpoint_paths import check_checkpoint_path  # noqa: F401  (the binaries use it)
+# check_checkpoint_path: the binaries import it from here.
+from keras_ssl.checkpoint_paths import check_checkpoint_path, is_url  # noqa: F401
 
 # Errors a user's flags or paths cause; anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
@@ -37,11 +38,6 @@ class ExitError(Exception):
 def program_name():
     """How the user called the program: `train.py` or `keras-ssl-train`."""
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "keras-ssl"
-
-
-def is_url(path):
-    """True for a URL of a file system (`gs://...`, `file://...`), False for a local path."""
-    return "://" in path
 
 
 def path_kind(path):

@@ -19,12 +19,8 @@ import os
 
 import tensorflow as tf
 
-URL_SEPARATOR = "://"
-
-
-def is_url(path) -> bool:
-    """True for a URL of a file system (`gs://...`, `file://...`), False for a local path."""
-    return URL_SEPARATOR in os.fspath(path)
+# Defined with the checks the binaries run before importing TensorFlow.
+from keras_ssl.checkpoint_paths import URL_SEPARATOR, is_url  # noqa: F401  (used here, and re-exported)
 
 
 def absolute(path) -> str:

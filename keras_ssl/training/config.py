@@ -9,6 +9,8 @@ from typing import Any, Mapping, Optional, Tuple
 
 import tensorflow as tf
 
+from keras_ssl.data.storage import write_bytes
+
 # Written into every run's model_dir; `restore_encoder`, evaluate and export
 # rebuild the encoder from it without knowing how the run was started.
 RUN_CONFIG_FILE = "config.json"
@@ -186,12 +188,9 @@ def write_run_config(model_dir, config):
     previous config whole, and on `ram://`, where opening an existing file
     for writing appends to it, the file is replaced rather than extended.
     """
-    tf.io.gfile.makedirs(model_dir)
-    path = os.path.join(model_dir, RUN_CONFIG_FILE)
-    with tf.io.gfile.GFile(path + ".tmp", "w") as file:
-        # Objects in method_kwargs (e.g. objectives) are recorded by their repr.
-        json.dump(config.to_dict(), file, indent=1, sort_keys=True, default=repr)
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    # Objects in method_kwargs (e.g. objectives) are recorded by their repr.
+    text = json.dumps(config.to_dict(), indent=1, sort_keys=True, default=repr)
+    write_bytes(os.path.join(model_dir, RUN_CONFIG_FILE), text.encode("utf-8"), atomic=True)
 
 
 def load_run_config(model_dir):

@@ -154,6 +154,7 @@ def pretrain(config=None, /, **overrides):
                                  steps_per_epoch=steps)
     initial_epoch = checkpoint.restore_latest()
     initial_step = int(checkpoint.epoch_step.numpy())  # of epoch initial_epoch
+    initial_global_step = checkpoint.global_step
     preemption = PreemptionCheckpoint(checkpoint, _cluster_resolver(strategy))
     timer = EpochTimer()
     train_eval = ssl_data.eval_dataset(train, batch_size=EVAL_BATCH_SIZE,
@@ -226,7 +227,7 @@ def pretrain(config=None, /, **overrides):
         "epochs": config.epochs,
         "epochs_run": timer.epochs,
         "initial_epoch": initial_epoch,
-        "initial_step": initial_epoch * steps + initial_step,
+        "initial_step": initial_global_step,
         "steps_run": timer.steps,
         "train_images": len(train),
         "global_batch_size": config.global_batch_size,

@@ -9,7 +9,8 @@ import os
 
 import tensorflow as tf
 
-from keras_ssl.checkpoint_paths import check_checkpoint_path, is_url
+from keras_ssl.checkpoint_paths import check_checkpoint_path
+from keras_ssl.data.storage import parent
 from keras_ssl.training.build import make_backbone
 from keras_ssl.training.config import RUN_CONFIG_FILE, load_run_config
 
@@ -29,14 +30,14 @@ def find_checkpoint(path):
         raise FileNotFoundError(
             f"--checkpoint={path}: no checkpoint in {path} or {path}/checkpoints; "
             "pass a train.py --model_dir or a prefix such as MODEL_DIR/checkpoints/ckpt-3.")
-    checkpoints_dir = os.path.dirname(path if is_url(path) else os.path.abspath(path))
+    checkpoints_dir = parent(path)
     # pretrain writes MODEL_DIR/checkpoints/ckpt-N (and step checkpoints in
     # MODEL_DIR/checkpoints/steps/ckpt-S); accept a prefix directly in MODEL_DIR too.
-    parent = os.path.dirname(checkpoints_dir)
-    for model_dir in (parent, checkpoints_dir, os.path.dirname(parent)):
+    above = os.path.dirname(checkpoints_dir)
+    for model_dir in (above, checkpoints_dir, os.path.dirname(above)):
         if tf.io.gfile.exists(os.path.join(model_dir, RUN_CONFIG_FILE)):
             return model_dir, path
-    return os.path.dirname(checkpoints_dir), path
+    return above, path
 
 
 def restore_encoder(path):
