@@ -58,9 +58,14 @@ def confidence_masked_cross_entropy(weak_logits, strong_logits, threshold):
 
 
 def sharpen(probabilities, temperature):
-    """p^(1/T) renormalised over the classes."""
+    """p^(1/T) renormalised over the classes (the last axis): MixMatch's, PAWS's and
+    USL-T's sharpening.
+
+    A row of zeros (in PAWS, a query with no support of the matrix's classes)
+    stays zeros instead of turning NaN, so it adds nothing to a cross-entropy.
+    """
     powered = tf.pow(_float(probabilities), 1.0 / temperature)
-    return powered / tf.reduce_sum(powered, axis=1, keepdims=True)
+    return tf.math.divide_no_nan(powered, tf.reduce_sum(powered, axis=-1, keepdims=True))
 
 
 def guess_labels(logits_of_views, temperature):

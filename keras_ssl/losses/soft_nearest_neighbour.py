@@ -33,6 +33,8 @@ supports and averages the ME-max mean across replicas itself).
 
 import tensorflow as tf
 
+from keras_ssl.losses.semi_supervised import sharpen
+
 # Target entries below this are set to 0 (losses.py:76, "numerical stability").
 TARGET_FLOOR = 1e-4
 # Logit of a support masked out of the softmax: exp underflows to exactly 0.
@@ -77,16 +79,6 @@ def snn(queries, supports, support_targets, *, temperature=0.1, support_mask=Non
     if support_mask is not None:
         logits = tf.where(tf.cast(support_mask, tf.bool)[None, :], logits, _MASKED_LOGIT)
     return tf.matmul(tf.nn.softmax(logits, axis=1), tf.cast(support_targets, tf.float32))
-
-
-def sharpen(probabilities, temperature=0.25):
-    """p^(1/T) renormalised over the classes (PAWS's sharpening, T = 0.25).
-
-    A row of zeros (a query with no support of the matrix's classes) stays
-    zeros instead of turning NaN, so it adds nothing to the cross-entropies.
-    """
-    sharp = tf.pow(probabilities, 1.0 / temperature)
-    return tf.math.divide_no_nan(sharp, tf.reduce_sum(sharp, axis=1, keepdims=True))
 
 
 def paws_targets(target_probabilities, *, num_small_views, sharpen_temperature=0.25):

@@ -38,18 +38,14 @@ Both are pure functions of tensors with fixed shapes (the official
 
 import tensorflow as tf
 
+from keras_ssl.losses.semi_supervised import sharpen
+
 # usl-t_pretraining/config.py and configs/cifar10_usl-t_pretrain.yaml.
 USLT_ADJUSTMENT_WEIGHT = 5.0
 USLT_SHARPEN_TEMPERATURE = 0.25
 USLT_PRIOR_MOMENTUM = 0.5
 USLT_CONFIDENCE_THRESHOLD = 0.95
 USLT_LOCAL_LOSS_SCALE = 5.0
-
-
-def sharpen(probabilities, temperature):
-    """p ** (1 / T), renormalised over the last axis (PAWS's sharpening)."""
-    sharp = tf.pow(probabilities, 1.0 / temperature)
-    return sharp / tf.reduce_sum(sharp, axis=-1, keepdims=True)
 
 
 def uslt_local_loss(anchor_logits, neighbor_logits, prior, *,
