@@ -40,7 +40,7 @@ _CONFIG_FLAGS = (
     "checkpoint_every_steps", "seed",
     "strategy", "cpu_replicas", "tpu", "tfds_data_dir", "knn_every_epochs", "knn_k", "knn_temperature",
     "mixed_precision", "jit_compile", "fused_batch_norm", "export_dir", "verbose", "deterministic",
-    "labels_per_class", "label_fraction", "label_indices", "labeled_batch_size",
+    "init_encoder", "labels_per_class", "label_fraction", "label_indices", "labeled_batch_size",
     "hide_labels", "probe", "saliency", "shifted_knn")
 
 # keras_ssl.augment.background_views.OPS and the BackgroundConfig fields
@@ -130,6 +130,9 @@ def define_flags():
                          "step, as a preemption would (0: off).", lower_bound=0)
     flags.DEFINE_integer("verbose", 1,
                          "Keras fit verbosity: 0 silent, 1 progress bar, 2 a line per epoch.")
+    flags.DEFINE_string("init_encoder", None,
+                        "A trained run's --model_dir (or checkpoint prefix) whose encoder "
+                        "weights start this run, e.g. FixMatch from a SimCLR encoder.")
     flags.DEFINE_integer("labels_per_class", 0,
                          "Label budget: N labeled images per class drawn beside every "
                          "batch by a class-balanced sampler (0: no labeled stream).",
@@ -189,6 +192,10 @@ def check_flags():
     # The test keras_ssl.data.read_label_indices makes first.
     if FLAGS.label_indices and path_kind(FLAGS.label_indices) != "file":
         raise ValueError(f"--label_indices={FLAGS.label_indices}: no such file.")
+    if FLAGS.init_encoder and path_kind(FLAGS.init_encoder) != "folder" and path_kind(
+            FLAGS.init_encoder + ".index") != "file":
+        raise ValueError(f"--init_encoder={FLAGS.init_encoder}: no such run folder or "
+                         "checkpoint prefix.")
     unknown = sorted(set(FLAGS.background) - set(_BACKGROUND_OPS))
     if unknown:
         raise ValueError(f"--background={','.join(FLAGS.background)}: {', '.join(unknown)} is "

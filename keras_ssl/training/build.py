@@ -54,7 +54,7 @@ def build_method(strategy, *, method, backbone, image_size, width_multiplier, ru
                  optimizer, learning_rate, weight_decay, warmup_steps,
                  method_kwargs=None, zero_init_residual=False, synchronized_bn=False,
                  split_batch_norm=0, mixed_precision=False,
-                 jit_compile=False, fused_batch_norm=False):
+                 jit_compile=False, fused_batch_norm=False, encoder_init=None):
     """The compiled method with a built optimizer, every variable created under `strategy`.
 
     Args:
@@ -65,6 +65,11 @@ def build_method(strategy, *, method, backbone, image_size, width_multiplier, ru
             schedules from it, and the learning-rate schedule spans
             `run.total_steps`.
         method_kwargs: constructor keyword arguments of the method.
+        encoder_init: None, or a function given the built encoder before the
+            method is, e.g. to load a trained run's weights
+            (`PretrainConfig.init_encoder`): methods copy the encoder into
+            their EMA models and targets when they are built, so weights
+            loaded later would leave those copies at the random start.
         Other arguments: as `PretrainConfig`; `warmup_steps` in optimizer steps.
 
     Building the optimizer here, not at the first step, creates its slots
@@ -79,6 +84,8 @@ def build_method(strategy, *, method, backbone, image_size, width_multiplier, ru
                                 synchronized_bn=synchronized_bn,
                                 split_batch_norm=split_batch_norm,
                                 fused_batch_norm=fused_batch_norm)
+        if encoder_init is not None:
+            encoder_init(encoder)
         model = methods.get(method, encoder=encoder, run=run, **(method_kwargs or {}))
         opt = make_optimizer(optimizer, learning_rate=learning_rate,
                              weight_decay=weight_decay, total_steps=run.total_steps,

@@ -83,6 +83,11 @@ class PretrainConfig:
             step NaN (0: off).
         sigterm_at_step: test aid: send this process SIGTERM while this
             1-based global step runs, as a preemption would (0: off).
+        init_encoder: a trained run's model_dir (or a checkpoint prefix in
+            it) whose encoder weights and BatchNorm statistics start this
+            run, e.g. FixMatch from a SimCLR encoder; the backbone flags must
+            build the same network. Ignored when `model_dir` has a checkpoint
+            to resume from (that checkpoint holds the encoder already).
         labels_per_class, label_fraction, label_indices: a label budget
             (at most one): N labels per class, a class-balanced fraction F of
             the training split, or a file of dataset indices, one per line.
@@ -154,6 +159,7 @@ class PretrainConfig:
     deterministic: bool = False
     inject_nan_at_step: int = 0
     sigterm_at_step: int = 0
+    init_encoder: Optional[str] = None
     labels_per_class: int = 0
     label_fraction: float = 0.0
     label_indices: Optional[str] = None

@@ -23,6 +23,7 @@ checkpoints and resume, kNN monitoring, export.
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_ssl import augment, backbones, distribute, methods
@@ -96,7 +97,8 @@ def continual_pretrain(config=None, /, *, tasks, buffer_size=500, supports_per_c
             label budget (`labels_per_class`, `label_fraction` or
             `label_indices`) is required. Omitted, the keyword arguments are it.
         tasks: T; must divide the number of classes.
-        buffer_size: the replay buffer (NNCSL: 500).
+        buffer_size: the replay buffer (NNCSL: 500); 0 keeps none, so each
+            task learns from its own labels only (plain fine-tuning).
         supports_per_class: labelled images of each seen class in every step.
         class_order_seed: None for the natural class order (the official
             split), an int for a seeded shuffle.
@@ -111,7 +113,8 @@ def continual_pretrain(config=None, /, *, tasks, buffer_size=500, supports_per_c
         A dict with `method`, `tasks` (the classes of each), `task_test_top1`
         (after each task, the online classifier's top-1 on the test images
         of every class seen so far), `task_loss` (each task's last epoch),
-        `buffer_sizes` (after each task), `labeled_images`, `replicas`.
+        `buffer_sizes` (after each task), `labeled_batch_sizes` (each task's
+        labelled images a step), `labeled_images`, `replicas`.
     """
     config = _as_config(config, overrides)
     klass = _method_class(config.method)
@@ -135,15 +138,18 @@ def continual_pretrain(config=None, /, *, tasks, buffer_size=500, supports_per_c
                              start_lr_fraction=start_lr_fraction,
                              final_lr_fraction=final_lr_fraction)
 
-    buffer, accuracies, losses, sizes = [], [], [], []
+    buffer, accuracies, losses, sizes, batches = [], [], [], [], []
     for task in range(len(split)):
         model.start_task(task, current_classes=split.classes(task),
                          past_classes=split.past_classes(task))
         schedule.begin_task(int(model.optimizer.iterations.numpy()), steps[task] * config.epochs)
-        seen = split.seen_classes(task)
+        indices = labeled_indices_for_task(buffer, subset, subset_labels, split, task)
+        # Every seen class, with a buffer; without one (buffer_size=0, plain
+        # fine-tuning) only the task's own classes have labelled images.
+        labeled_classes = len(np.unique(train.labels[indices]))
+        batches.append(supports_per_class * labeled_classes)
         labeled = ssl_data.LabeledStream(
-            split=train, batch_size=supports_per_class * len(seen),
-            indices=labeled_indices_for_task(buffer, subset, subset_labels, split, task))
+            split=train, batch_size=supports_per_class * labeled_classes, indices=indices)
         dataset = ssl_data.distributed_train_dataset(
             strategy, task_trains[task], global_batch_size=config.global_batch_size,
             view_fn=views, seed=config.seed + task, epochs=config.epochs,
@@ -157,6 +163,7 @@ def continual_pretrain(config=None, /, *, tasks, buffer_size=500, supports_per_c
         sizes.append(len(buffer))
     return {"method": config.method, "tasks": [list(t) for t in split.tasks],
             "task_test_top1": accuracies, "task_loss": losses, "buffer_sizes": sizes,
+            "labeled_batch_sizes": batches,
             "labeled_images": int(len(subset)), "replicas": strategy.num_replicas_in_sync,
             "epochs_per_task": config.epochs}
 

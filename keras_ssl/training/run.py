@@ -19,6 +19,7 @@ end of the first call).
 """
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 
@@ -42,6 +43,7 @@ from keras_ssl.training.config import PretrainConfig, write_run_config
 from keras_ssl.training.data import load_training_data
 from keras_ssl.training.feature_pass import EpochFeaturePass
 from keras_ssl.training.timer import EpochTimer
+from keras_ssl.training.trained_run import load_encoder_weights
 
 # Batch size of the un-augmented passes over the data (kNN, epoch features).
 EVAL_BATCH_SIZE = 512
@@ -138,7 +140,8 @@ def pretrain(config=None, /, **overrides):
         run=run, optimizer=config.optimizer, learning_rate=config.learning_rate,
         weight_decay=config.weight_decay, warmup_steps=steps * config.warmup_epochs,
         mixed_precision=config.mixed_precision, jit_compile=config.jit_compile,
-        fused_batch_norm=config.fused_batch_norm)
+        fused_batch_norm=config.fused_batch_norm,
+        encoder_init=_encoder_init(config))
     distribute.adapt_fit_to_multi_worker(model, strategy)
     if getattr(views, "background", None) is not None and views.background.swaps and not (
             model.accepts_extra_negatives):
@@ -247,6 +250,21 @@ def pretrain(config=None, /, **overrides):
         "model_dir": config.model_dir,
         "saved_model": saved_model,
     }
+
+
+def _encoder_init(config):
+    """Loads `init_encoder`'s weights into a fresh encoder; None without one.
+
+    A resumed run skips it: its own checkpoint, restored next, holds the
+    encoder, and reading the other run again would only cost time.
+    """
+    if not config.init_encoder:
+        return None
+    checkpoints = os.path.join(config.model_dir, "checkpoints")
+    if any(tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index"))
+           for directory in (checkpoints, os.path.join(checkpoints, "steps"))):
+        return None
+    return functools.partial(load_encoder_weights, path=config.init_encoder)
 
 
 def _labeled_stream(config, train):

@@ -68,12 +68,36 @@ def restore_encoder(path):
     # training-mode statistics, its layers hold the plain layers' variables
     # under the same names, and a plain encoder takes any batch size when a
     # downstream task trains it (sub-batches need a divisible batch).
+    _restore_into(encoder, prefix, f"the {config['backbone']} encoder of {model_dir}/"
+                  f"{RUN_CONFIG_FILE}", flag="--checkpoint")
+    return encoder, config, model_dir, prefix
+
+
+def load_encoder_weights(encoder, path):
+    """Overwrites `encoder`'s weights (and BatchNorm statistics) with a trained run's.
+
+    What `init_encoder` does: a semi-supervised run starting from a
+    self-supervised one. The backbone must be built as the run's was
+    (backbone, width, image size); a mismatch is a ValueError naming both.
+
+    Args:
+        encoder: a built backbone (under the strategy scope, if any).
+        path: a `pretrain` model_dir, or a checkpoint prefix inside it.
+
+    Returns:
+        The checkpoint prefix the weights came from.
+    """
+    model_dir, prefix = find_checkpoint(path)
+    _restore_into(encoder, prefix, f"the encoder of this run ({encoder.name})",
+                  flag="--init_encoder")
+    return prefix
+
+
+def _restore_into(encoder, prefix, what, *, flag):
     # The same object path as EpochCheckpoint's tf.train.Checkpoint(model=method).
     root = tf.train.Checkpoint(model=tf.train.Checkpoint(encoder=encoder))
     try:
         root.restore(prefix).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as error:
-        raise ValueError(
-            f"--checkpoint={prefix}: the {config['backbone']} encoder of {model_dir}/"
-            f"{RUN_CONFIG_FILE} does not match the checkpoint ({str(error).splitlines()[0]}).")
-    return encoder, config, model_dir, prefix
+        raise ValueError(f"{flag}={prefix}: {what} does not match the checkpoint "
+                         f"({str(error).splitlines()[0]}).")

@@ -64,3 +64,18 @@ def test_tasks_must_divide_the_classes(data_spec, tmp_path):
     with pytest.raises(ValueError, match="--tasks=3 must divide the 4 classes"):
         continual_pretrain(method="nncsl", data=data_spec, backbone="tiny", image_size=16,
                            labels_per_class=4, model_dir=str(tmp_path), tasks=3)
+
+
+def test_without_a_buffer_each_task_learns_from_its_own_labels(data_spec, tmp_path):
+    # Plain fine-tuning: task 1's labelled batch holds its 2 classes only
+    # (2 supports each), not 4 seen classes of which 2 have no images.
+    settings = dict(nncsl_config.continual("cpu_small", smoke=True), buffer_size=0)
+    result = continual_pretrain(
+        method="nncsl", data=data_spec, backbone="tiny", width_multiplier=0.5, image_size=16,
+        epochs=1, global_batch_size=8, optimizer="lars", learning_rate=0.1, weight_decay=1e-5,
+        warmup_epochs=0, blur=False, labels_per_class=4, verbose=0, model_dir=str(tmp_path),
+        method_kwargs=dict(projection_hidden_dim=8, projection_dim=8, distillation_weight=0.0),
+        view_kwargs=dict(local_size=8, num_local=1), **settings)
+    assert result["buffer_sizes"] == [0, 0]
+    assert result["labeled_batch_sizes"] == [2, 2]
+    assert all(np.isfinite(loss) for loss in result["task_loss"])

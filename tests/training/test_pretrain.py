@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -153,3 +154,50 @@ def test_mixed_precision_on_the_cpu_trains_in_bfloat16_without_loss_scaling(data
         build_module.methods.get = original
         keras.mixed_precision.set_global_policy("float32")
     assert np.isfinite(result["loss"])
+
+
+def test_init_encoder_starts_the_encoder_and_its_ema_copy_from_a_trained_run(data_spec,
+                                                                               tmp_path):
+    import functools
+
+    from keras_ssl.methods import RunContext
+    from keras_ssl.training import build_method
+    from keras_ssl.training.trained_run import load_encoder_weights
+
+    source = _config(data_spec, tmp_path / "simclr", epochs=1)
+    pretrain(source)
+    trained, *_ = restore_encoder(source.model_dir)
+
+    def build(**changes):
+        arguments = dict(method="fixmatch", backbone="tiny", image_size=32, width_multiplier=1.0,
+                         run=RunContext(num_examples=64, steps_per_epoch=4, epochs=1, seed=0),
+                         optimizer="sgd", learning_rate=0.1, weight_decay=0.0, warmup_steps=0,
+                         method_kwargs=dict(num_classes=4),
+                         encoder_init=functools.partial(load_encoder_weights,
+                                                        path=source.model_dir))
+        return build_method(tf.distribute.get_strategy(), **{**arguments, **changes})
+
+    model = build()
+    # Weights and BatchNorm statistics, in the online encoder and in the EMA
+    # copy FixMatch evaluates with (built from the encoder after the load).
+    for copy in (model.encoder, model.ema_encoder):
+        assert len(copy.weights) == len(trained.weights)
+        for got, want in zip(copy.weights, trained.weights):
+            np.testing.assert_array_equal(got.numpy(), want.numpy())
+    fresh = build(encoder_init=None)
+    assert not all(np.array_equal(a.numpy(), b.numpy())
+                   for a, b in zip(fresh.encoder.weights, trained.weights))
+    with pytest.raises(ValueError, match="--init_encoder=.*does not match"):
+        build(width_multiplier=0.5)
+
+
+def test_a_resumed_run_does_not_reload_init_encoder(data_spec, tmp_path):
+    source = _config(data_spec, tmp_path / "simclr", epochs=1)
+    pretrain(source)
+    config = _config(data_spec, tmp_path / "again", epochs=2, init_encoder=source.model_dir)
+    first = pretrain(dataclasses.replace(config, epochs=1))
+    assert first["epochs_run"] == 1
+    # The source run is gone: a resume that read it again would fail.
+    shutil.rmtree(source.model_dir)
+    resumed = pretrain(config)
+    assert resumed["initial_epoch"] == 1 and resumed["epochs_run"] == 1
