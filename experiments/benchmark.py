@@ -37,7 +37,7 @@ from absl import app, flags  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("what", "protocol",
                   ["protocol", "pipeline", "kernels", "speed", "evaluation", "floor",
-                   "sharded_classifier", "versus_lightly"],
+                   "sharded_classifier", "versus_lightly", "semi_supervised", "continual"],
                   "What to measure.")
 flags.DEFINE_enum("protocol", "cpu_small", ["cpu_small", "cpu_small_longtail"],
                   "Training protocol.")
@@ -61,6 +61,8 @@ flags.DEFINE_string("lightly_python", None,
 flags.DEFINE_boolean("fused_batch_norm", True,
                      "--what=versus_lightly: keras_ssl's backbone BatchNorm through the fused "
                      "kernel, beside a run with the defaults.")
+flags.DEFINE_list("rows", None, "--what=semi_supervised: rows to run (default: all), "
+                  "--what=continual: variants (default: all); see semi_supervised_benchmark.py.")
 flags.DEFINE_boolean("write_readme", True, "Regenerate the README results table.")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -303,6 +305,18 @@ def run_versus_lightly():
     _replace_between(VERSUS_START, VERSUS_END, lines)
 
 
+def run_semi_supervised_or_continual():
+    """The semi-supervised rows or the continual variants, seeds missing from their results."""
+    from experiments import semi_supervised_benchmark as semi
+    seeds = [int(seed) for seed in (FLAGS.seeds or [FLAGS.seed])]
+    common = dict(data=FLAGS.data, work_dir=FLAGS.work_dir, seeds=seeds, epochs=FLAGS.epochs,
+                  write_readme=FLAGS.write_readme)
+    if FLAGS.what == "semi_supervised":
+        semi.run_semi_supervised(rows=FLAGS.rows or list(semi.ROWS), **common)
+    else:
+        semi.run_continual(variants=FLAGS.rows or list(semi.CONTINUAL_VARIANTS), **common)
+
+
 def run_kernels():
     from experiments.kernel_benchmark import measure_kernels
     results = measure_kernels()
@@ -537,6 +551,8 @@ def main(argv):
             run_versus_lightly()
         elif FLAGS.what == "sharded_classifier":
             run_sharded_classifier()
+        elif FLAGS.what in ("semi_supervised", "continual"):
+            run_semi_supervised_or_continual()
         elif FLAGS.protocol == "cpu_small_longtail":
             run_longtail()
         else:
