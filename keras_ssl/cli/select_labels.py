@@ -48,6 +48,9 @@ def define_flags():
     flags.DEFINE_string("data", None, "Image folder path, tfds:NAME or npz:PATH.")
     flags.DEFINE_integer("budget", None, "Number of images to label.", lower_bound=1)
     flags.DEFINE_enum("method", "usl", METHODS, "USL (no training) or USL-T (trained heads).")
+    flags.DEFINE_enum("features", "projector", ("projector", "backbone"),
+                      "USL's features: the run's projection head (the official choice: "
+                      "the 128-d instance head) or the backbone's. USL-T trains on the backbone.")
     flags.DEFINE_string("output", None, "File to write, one dataset index per line.")
     flags.DEFINE_integer("image_size", 0,
                          "Side images are resized to (0: the run's training size).",
@@ -108,7 +111,7 @@ def select_labels():
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")
     from keras_ssl import data as ssl_data
-    from keras_ssl.training import load_training_data, restore_encoder
+    from keras_ssl.training import load_training_data, restore_encoder, restore_projection
 
     encoder, config, model_dir, prefix = restore_encoder(FLAGS.checkpoint)
     image_size = FLAGS.image_size or config["image_size"]
@@ -119,8 +122,10 @@ def select_labels():
         raise ValueError(f"--budget={FLAGS.budget} is more than the {len(train)} training "
                          "images.")
     if FLAGS.method == "usl":
+        if FLAGS.features == "projector":
+            encoder, *_ = restore_projection(FLAGS.checkpoint, num_examples=len(train))
         chosen = select_usl(encoder, train, image_size)
-        extra = {}
+        extra = {"features": FLAGS.features}
     else:
         chosen = select_uslt(encoder, train, image_size)
         extra = {"empty_clusters": chosen.num_empty_clusters,

@@ -7,8 +7,10 @@ of the method that trained it.
 
 import os
 
+import keras
 import tensorflow as tf
 
+from keras_ssl import methods
 from keras_ssl.checkpoint_paths import check_checkpoint_path
 from keras_ssl.data.storage import parent
 from keras_ssl.training.build import make_backbone
@@ -101,3 +103,51 @@ def _restore_into(encoder, prefix, what, *, flag):
     except (AssertionError, ValueError, tf.errors.OpError) as error:
         raise ValueError(f"{flag}={prefix}: {what} does not match the checkpoint "
                          f"({str(error).splitlines()[0]}).")
+
+
+def restore_projection(path, *, num_examples=None):
+    """A trained run's encoder followed by its method's projection head, as one model.
+
+    USL takes its features from this head (the official code: the 128-d
+    instance head of a CLD ResNet-18, `usl-cifar.py:20-23`), not from the
+    backbone. The method is rebuilt from the run's config.json, and only its
+    `encoder` and `projector` are read from the checkpoint.
+
+    Args:
+        path: a `pretrain` model_dir, or a checkpoint prefix inside it.
+        num_examples: the training set's size, for methods whose constructor
+            sizes a bank by it (only the head is restored; the bank is not).
+
+    Returns:
+        (model mapping images to head outputs, run config dict, model_dir,
+        checkpoint prefix).
+
+    Raises:
+        ValueError: the run's method has no `projector`, or the checkpoint
+            does not hold the one its config builds.
+    """
+    encoder, config, model_dir, prefix = restore_encoder(path)
+    run = methods.RunContext(num_examples=num_examples, steps_per_epoch=1,
+                             epochs=config.get("epochs", 1), seed=config.get("seed", 0))
+    try:
+        method = methods.get(config["method"], encoder=encoder, run=run,
+                             **(config.get("method_kwargs") or {}))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--checkpoint={prefix}: the {config['method']} method of "
+                         f"{model_dir}/{RUN_CONFIG_FILE} cannot be rebuilt ({error}); use "
+                         "the backbone's features.") from error
+    projector = getattr(method, "projector", None)
+    if projector is None:
+        raise ValueError(f"--checkpoint={prefix}: {config['method']} has no projection head "
+                         "(`projector`); use the backbone's features.")
+    root = tf.train.Checkpoint(model=tf.train.Checkpoint(projector=projector))
+    try:
+        root.restore(prefix).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        raise ValueError(f"--checkpoint={prefix}: the projection head of {model_dir}/"
+                         f"{RUN_CONFIG_FILE} does not match the checkpoint "
+                         f"({str(error).splitlines()[0]}).") from error
+    images = keras.Input(encoder.input_shape[1:])
+    model = keras.Model(images, projector(encoder(images, training=False), training=False),
+                        name=f"{encoder.name}_projection")
+    return model, config, model_dir, prefix

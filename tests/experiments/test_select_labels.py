@@ -11,10 +11,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_ssl import data as ssl_data
-from keras_ssl.training import PretrainConfig, make_backbone, write_run_config
+from keras_ssl import methods
+from keras_ssl.training import (PretrainConfig, make_backbone, restore_encoder,
+                                restore_projection, write_run_config)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SELECT_LABELS = os.path.join(ROOT, "experiments", "select_labels.py")
@@ -38,14 +41,19 @@ def _npz(path, per_class=10):
 
 
 def _tiny_run(model_dir, data):
-    """A run folder as train.py writes it: config.json and checkpoints/ckpt-1."""
+    """A run folder as train.py writes it: config.json and checkpoints/ckpt-1.
+
+    The checkpoint holds a freshly built SimCLR (encoder and projection head),
+    as EpochCheckpoint saves it: tf.train.Checkpoint(model=method).
+    """
     config = PretrainConfig(method="simclr", data=data, backbone="tiny", image_size=16,
-                            model_dir=str(model_dir))
+                            model_dir=str(model_dir), method_kwargs=dict(projection_dim=8))
     write_run_config(str(model_dir), config)
     tf.keras.utils.set_random_seed(0)
     encoder = make_backbone("simclr", "tiny", image_size=16, width_multiplier=1.0)
-    root = tf.train.Checkpoint(model=tf.train.Checkpoint(encoder=encoder))
-    return root.save(os.path.join(str(model_dir), "checkpoints", "ckpt"))
+    method = methods.get("simclr", encoder=encoder, projection_dim=8)
+    return tf.train.Checkpoint(model=method).save(
+        os.path.join(str(model_dir), "checkpoints", "ckpt"))
 
 
 def _run(*args):
@@ -66,6 +74,7 @@ def test_selects_a_budget_that_train_py_reads_back(tmp_path):
     assert result["method"] == "usl" and result["budget"] == 4
     assert result["checkpoint"] == prefix and result["train_images"] == 32
     assert result["image_size"] == 16 and result["output"] == str(output)
+    assert result["features"] == "projector"  # the official USL's: the head's output
 
     # The label-budget reader takes the file: 4 distinct indices of the
     # 8-per-class subset train.py --train_per_class=8 would build.
@@ -78,6 +87,29 @@ def test_selects_a_budget_that_train_py_reads_back(tmp_path):
     assert sorted(train.labels[indices].tolist()) == [0, 1, 2, 3]
     assert result["classes_covered"] == 4
     assert open(output).readline().startswith("# USL label selection: 4 of 32")
+
+
+def test_the_projection_features_are_the_saved_head_on_the_saved_encoder(tmp_path):
+    data = _npz(tmp_path / "colours.npz")
+    _tiny_run(tmp_path / "run", data)
+    model, config, *_ = restore_projection(str(tmp_path / "run"))
+    encoder, *_ = restore_encoder(str(tmp_path / "run"))
+    tf.keras.utils.set_random_seed(0)  # the same weights _tiny_run saved
+    saved = methods.get("simclr", encoder=make_backbone("simclr", "tiny", image_size=16,
+                                                        width_multiplier=1.0), projection_dim=8)
+    images = tf.random.stateless_uniform((4, 16, 16, 3), seed=(1, 2))
+    expected = saved.projector(saved.encoder(images, training=False), training=False)
+    np.testing.assert_allclose(model(images, training=False).numpy(), expected.numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert model.output_shape[-1] == 8 and config["method"] == "simclr"
+    # A run whose checkpoint holds no head (an encoder alone) is refused by name.
+    bare = tmp_path / "bare"
+    write_run_config(str(bare), PretrainConfig(method="simclr", data=data, backbone="tiny",
+                                               image_size=16, model_dir=str(bare)))
+    tf.train.Checkpoint(model=tf.train.Checkpoint(encoder=encoder)).save(
+        os.path.join(str(bare), "checkpoints", "ckpt"))
+    with pytest.raises(ValueError, match="projection head .* does not match"):
+        restore_projection(str(bare))
 
 
 def test_uslt_trains_heads_and_writes_the_budget(tmp_path):
