@@ -18,6 +18,17 @@ Bad flags or paths end with one error line and exit status 2 (1 for a value
 absl's flag types refuse, e.g. an unknown --method), within a second or two:
 they are checked before TensorFlow is imported.
 Flags given on the command line override the preset.
+
+Continual methods (NNCSL: the method class has `start_task`) train task by
+task with `keras_ssl.training.continual_pretrain`, and print its results:
+
+    keras-ssl-train --method=nncsl --preset=cifar10_cpu_small \
+        --data=../shared/data/cifar10 --model_dir=/tmp/nncsl
+
+--tasks, --buffer_size and --supports_per_class default to the preset's
+`keras_ssl.configs.<method>.continual(scale)`, --class_order_seed to the
+natural class order; --epochs is per task. Such a run checkpoints after
+every task, and rerunning the command resumes at the first unfinished one.
 """
 
 import os
@@ -42,6 +53,11 @@ _CONFIG_FLAGS = (
     "mixed_precision", "jit_compile", "fused_batch_norm", "export_dir", "verbose", "deterministic",
     "init_encoder", "labels_per_class", "label_fraction", "label_indices", "labeled_batch_size",
     "hide_labels", "probe", "saliency", "shifted_knn")
+
+# The flags of continual runs (keyword arguments of continual_pretrain beside
+# the config), each with the value that means "not given": then the preset's
+# `continual(scale)` value fills it (or continual_pretrain's default).
+_CONTINUAL_FLAGS = {"tasks": 0, "buffer_size": -1, "supports_per_class": 0}
 
 # keras_ssl.augment.background_views.OPS and the BackgroundConfig fields
 # --background_probabilities may set (plain data: flags are checked before
@@ -163,6 +179,18 @@ def define_flags():
     flags.DEFINE_boolean("shifted_knn", False,
                          "Also report the kNN top-1 on the test split with every image's "
                          "background swapped (knn_top1_background_shifted).")
+    flags.DEFINE_integer("tasks", 0,
+                         "Continual methods (nncsl): class-incremental tasks T, which must "
+                         "divide the classes (0: the preset's).", lower_bound=0)
+    flags.DEFINE_integer("buffer_size", -1,
+                         "Continual methods: labelled images kept in the replay buffer "
+                         "(0: none; -1: the preset's).", lower_bound=-1)
+    flags.DEFINE_integer("supports_per_class", 0,
+                         "Continual methods: labelled images of every seen class in each "
+                         "step (0: the preset's).", lower_bound=0)
+    flags.DEFINE_integer("class_order_seed", -1,
+                         "Continual methods: shuffle the classes into tasks with this seed "
+                         "(-1: the natural class order, the official split).", lower_bound=-1)
     flags.mark_flags_as_required(["method", "data"])
 
 
@@ -188,6 +216,8 @@ def check_flags():
     Returns the preset's (method keyword arguments, view keyword arguments).
     """
     presets = apply_preset()  # keras_ssl.configs is plain data
+    if _has_continual_recipe(FLAGS.method):
+        continual_arguments()  # e.g. no --tasks and no preset: say so before the import
     check_data_spec(FLAGS.data)
     # The test keras_ssl.data.read_label_indices makes first.
     if FLAGS.label_indices and path_kind(FLAGS.label_indices) != "file":
@@ -204,6 +234,58 @@ def check_flags():
     if FLAGS.saliency != "spectral" and not FLAGS.saliency.startswith("encoder:"):
         raise ValueError(f"--saliency={FLAGS.saliency!r} is not spectral or encoder:MODEL_DIR.")
     return presets
+
+
+def _has_continual_recipe(method):
+    """True when `method`'s config module has `continual(scale)` (a continual method's recipe).
+
+    Plain data, so checkable before TensorFlow is imported; `train` decides by
+    the method class itself (`keras_ssl.training.continual.is_continual`).
+    """
+    from keras_ssl import configs
+
+    return hasattr(configs.module(method), "continual")
+
+
+def continual_arguments():
+    """`continual_pretrain`'s keyword arguments beside the config: the flags, then the preset.
+
+    Flags left at their "not given" value (`_CONTINUAL_FLAGS`) take the
+    preset's `continual(scale, smoke=--smoke)` values, which also bring the
+    schedule's fractions; without a preset, continual_pretrain's defaults,
+    except --tasks, which has none.
+
+    Raises:
+        ValueError: no --tasks and no preset value for it.
+    """
+    from keras_ssl import configs
+
+    arguments = {}
+    if FLAGS.preset:
+        module = configs.module(FLAGS.method)
+        if hasattr(module, "continual"):
+            arguments = module.continual(configs.scale_of(FLAGS.preset), smoke=FLAGS.smoke)
+    for name, unset in _CONTINUAL_FLAGS.items():
+        if FLAGS[name].value != unset:
+            arguments[name] = FLAGS[name].value
+    if "tasks" not in arguments:
+        where = (f"--preset={FLAGS.preset} has no continual recipe for --method={FLAGS.method}"
+                 if FLAGS.preset else "there is no --preset")
+        raise ValueError(f"--tasks: --method={FLAGS.method} trains class-incremental tasks "
+                         f"and {where} to take their number from; give --tasks=T.")
+    arguments["class_order_seed"] = (None if FLAGS.class_order_seed == -1
+                                     else FLAGS.class_order_seed)
+    return arguments
+
+
+def _refuse_continual_flags():
+    """A ValueError naming the continual flags given for a method that is not continual."""
+    unset = dict(_CONTINUAL_FLAGS, class_order_seed=-1)
+    given = [f"--{name}={FLAGS[name].value}" for name in unset
+             if FLAGS[name].value != unset[name]]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only continual methods (e.g. nncsl) train in "
+                         f"tasks; --method={FLAGS.method} does not.")
 
 
 def background_probabilities():
@@ -242,8 +324,13 @@ def train():
     from keras_ssl.distribute.worker_health import WorkerLostError
     from keras_ssl.fault_tolerance import NonFiniteLossError
     from keras_ssl.preemption import PREEMPTED_EXIT_STATUS, Preempted
-    from keras_ssl.training import pretrain
+    from keras_ssl.training import continual_pretrain, pretrain
+    from keras_ssl.training.continual import is_continual
 
+    if is_continual(config.method):
+        # Task by task, its own checkpoints; a rerun resumes at the next task.
+        return continual_pretrain(config, **continual_arguments())
+    _refuse_continual_flags()
     try:
         return pretrain(config)
     except (NonFiniteLossError, WorkerLostError) as error:

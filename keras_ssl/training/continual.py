@@ -16,11 +16,24 @@ library's pieces:
 - after the task: the online classifier's top-1 on the test images of every
   class seen so far (:818-848), then the buffer update (`make_buffer_lst`).
 
+Checkpoints and resume, at task granularity: after every finished task the
+method (teacher, class masks and BatchNorm statistics included), its
+optimizer (step counter, momentum) and the count of finished tasks are saved
+as `model_dir/checkpoints/ckpt-N` (N = tasks done), and the results so far
+with every task's replay buffer as `model_dir/checkpoints/continual.json`.
+Calling `continual_pretrain` again with the same `model_dir` (and the same
+arguments) resumes at the first unfinished task; a run whose tasks are all
+done trains nothing and returns the saved results. A task interrupted
+mid-way is trained again from its start. `model_dir/config.json` is written
+as `pretrain` writes it, so `restore_encoder`, evaluate and export read a
+continual run's folder as any other.
+
 Not done here (left to `pretrain`'s machinery when continual runs need it):
-checkpoints and resume, kNN monitoring, export.
+step checkpoints inside a task, preemption handling, kNN monitoring, export.
 """
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -30,10 +43,14 @@ from keras_ssl import augment, backbones, distribute, methods
 from keras_ssl import data as ssl_data
 from keras_ssl.data.replay_buffer import labeled_indices_for_task, update_buffer
 from keras_ssl.data.task_splits import TaskSplit
+from keras_ssl.distribute.strategy import is_chief, worker_directory
+from keras_ssl.fault_tolerance import enable_determinism
 from keras_ssl.methods import RunContext
 from keras_ssl.optimizers import LARS, SGD
+from keras_ssl.training.config import write_run_config
 from keras_ssl.training.data import load_training_data
 from keras_ssl.training.run import _as_config
+from keras_ssl.training.task_checkpoint import TaskCheckpoint
 
 EVAL_BATCH_SIZE = 512
 
@@ -91,6 +108,10 @@ def continual_pretrain(config=None, /, *, tasks, buffer_size=500, supports_per_c
                        final_lr_fraction=0.08, **overrides):
     """Trains a continual method (NNCSL) over `tasks` tasks; returns a dict of results.
 
+    Rerunning with the same `model_dir` resumes after the last finished task
+    (see the module docstring); the arguments must be those of the first
+    call, and a changed task split or buffer size is a ValueError.
+
     Args:
         config: a `PretrainConfig` (or dict); `epochs` and `warmup_epochs`
             are per task, `global_batch_size` is the unlabelled batch, and a
@@ -114,16 +135,35 @@ def continual_pretrain(config=None, /, *, tasks, buffer_size=500, supports_per_c
         (after each task, the online classifier's top-1 on the test images
         of every class seen so far), `task_loss` (each task's last epoch),
         `buffer_sizes` (after each task), `labeled_batch_sizes` (each task's
-        labelled images a step), `labeled_images`, `replicas`.
+        labelled images a step), `buffer` (the replay buffer's dataset
+        indices after the last task), `labeled_images`, `replicas`,
+        `epochs_per_task`, `initial_task` (tasks already done when this call
+        started), `tasks_run` (tasks this call trained) and `model_dir`. The
+        lists cover every task, the resumed ones included.
+        None on the non-chief workers of a multi-worker job.
+
+    Raises:
+        ValueError: bad arguments (each message names its flag), or a
+            `model_dir` holding a run of other arguments or another model.
     """
     config = _as_config(config, overrides)
     klass = _method_class(config.method)
+    if int(buffer_size) < 0:
+        raise ValueError(f"--buffer_size={buffer_size} must be >= 0 (0: no replay buffer).")
+    if int(supports_per_class) < 1:
+        raise ValueError(f"--supports_per_class={supports_per_class} must be >= 1.")
     strategy = distribute.make_strategy(config.strategy, cpu_replicas=config.cpu_replicas,
                                         tpu_address=config.tpu)
-    keras.utils.set_random_seed(config.seed)
+    chief = is_chief(strategy)
+    if config.deterministic:
+        # Bitwise equal weights across a resume, as in `pretrain`.
+        enable_determinism(config.seed)
+    else:
+        keras.utils.set_random_seed(config.seed)
     source, train, _ = load_training_data(config.data, image_size=config.image_size,
                                           train_per_class=config.train_per_class,
-                                          imbalance_ratio=config.imbalance_ratio)
+                                          imbalance_ratio=config.imbalance_ratio,
+                                          tfds_data_dir=config.tfds_data_dir)
     if source.test is None:
         raise ValueError(f"--data={config.data} has no test split to evaluate the tasks on.")
     split = TaskSplit.make(source.num_classes, tasks, class_order_seed)
@@ -138,8 +178,23 @@ def continual_pretrain(config=None, /, *, tasks, buffer_size=500, supports_per_c
                              start_lr_fraction=start_lr_fraction,
                              final_lr_fraction=final_lr_fraction)
 
-    buffer, accuracies, losses, sizes, batches = [], [], [], [], []
-    for task in range(len(split)):
+    checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
+    progress = TaskCheckpoint(model, checkpoint_dir,
+                              write_directory=worker_directory(checkpoint_dir, strategy),
+                              settings={"tasks": [[int(c) for c in t] for t in split.tasks],
+                                        "buffer_size": int(buffer_size),
+                                        "supports_per_class": int(supports_per_class),
+                                        "labeled_images": int(len(subset))})
+    results = progress.restore_latest()
+    if chief:
+        # What restore_encoder (evaluate, export) rebuilds the encoder from;
+        # written once the model_dir is known to hold no run of other arguments.
+        write_run_config(config.model_dir, config)
+    initial_task = len(results["task_test_top1"])
+    for task in range(initial_task, len(split)):
+        buffer = results["buffers"][-1] if results["buffers"] else []
+        # After a resume this copies the restored weights (the end of the
+        # previous task) into the teacher, as the uninterrupted run did here.
         model.start_task(task, current_classes=split.classes(task),
                          past_classes=split.past_classes(task))
         schedule.begin_task(int(model.optimizer.iterations.numpy()), steps[task] * config.epochs)
@@ -147,25 +202,38 @@ def continual_pretrain(config=None, /, *, tasks, buffer_size=500, supports_per_c
         # Every seen class, with a buffer; without one (buffer_size=0, plain
         # fine-tuning) only the task's own classes have labelled images.
         labeled_classes = len(np.unique(train.labels[indices]))
-        batches.append(supports_per_class * labeled_classes)
         labeled = ssl_data.LabeledStream(
             split=train, batch_size=supports_per_class * labeled_classes, indices=indices)
         dataset = ssl_data.distributed_train_dataset(
             strategy, task_trains[task], global_batch_size=config.global_batch_size,
             view_fn=views, seed=config.seed + task, epochs=config.epochs,
             image_size=config.image_size, labeled=labeled, hide_labels=True)
+        # A fresh trace for every task: reused, the step's tf.function would
+        # retrace with relaxed shapes (the labelled batch grows with the seen
+        # classes), a graph that rounds differently from the static one a
+        # resumed run traces first, so a resumed task would not compute what
+        # the uninterrupted run did (with --deterministic, bit for bit).
+        model.train_function = None
         history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps[task],
                             verbose=config.verbose, shuffle=False).history
-        losses.append(float(history["loss"][-1]))
-        accuracies.append(evaluate_seen_classes(model, split.seen_split(source.test, task),
-                                                image_size=config.image_size))
+        results["task_loss"].append(float(history["loss"][-1]))
+        results["task_test_top1"].append(evaluate_seen_classes(
+            model, split.seen_split(source.test, task), image_size=config.image_size))
         buffer = update_buffer(buffer, buffer_size, subset, subset_labels, split, task)
-        sizes.append(len(buffer))
-    return {"method": config.method, "tasks": [list(t) for t in split.tasks],
-            "task_test_top1": accuracies, "task_loss": losses, "buffer_sizes": sizes,
-            "labeled_batch_sizes": batches,
+        results["buffers"].append([int(i) for i in buffer])
+        results["buffer_sizes"].append(len(buffer))
+        results["labeled_batch_sizes"].append(int(supports_per_class * labeled_classes))
+        progress.save(results, chief=chief)
+    if not chief:
+        return None
+    return {"method": config.method, "tasks": [list(t) for t in progress.settings["tasks"]],
+            "task_test_top1": results["task_test_top1"], "task_loss": results["task_loss"],
+            "buffer_sizes": results["buffer_sizes"],
+            "labeled_batch_sizes": results["labeled_batch_sizes"],
+            "buffer": results["buffers"][-1] if results["buffers"] else [],
             "labeled_images": int(len(subset)), "replicas": strategy.num_replicas_in_sync,
-            "epochs_per_task": config.epochs}
+            "epochs_per_task": config.epochs, "initial_task": initial_task,
+            "tasks_run": len(split) - initial_task, "model_dir": config.model_dir}
 
 
 def evaluate_seen_classes(model, test, *, image_size=None, batch_size=EVAL_BATCH_SIZE):
@@ -177,13 +245,26 @@ def evaluate_seen_classes(model, test, *, image_size=None, batch_size=EVAL_BATCH
     return correct / max(len(test), 1)
 
 
-def _method_class(name):
+def is_continual(name):
+    """True when the method `name` trains task by task (its class has `start_task`).
+
+    Such a method runs with `continual_pretrain`; the others with `pretrain`.
+    """
+    return hasattr(_registered_class(name), "start_task")
+
+
+def _registered_class(name):
     if name in methods.METHODS:
-        klass = methods.METHODS[name]
-    elif name == "nncsl":  # until the registry names it
-        from keras_ssl.methods.nncsl import NNCSL as klass
-    else:
-        raise ValueError(f"--method={name!r} is not a registered method.")
+        return methods.METHODS[name]
+    if name == "nncsl":  # until the registry names it
+        from keras_ssl.methods.nncsl import NNCSL
+
+        return NNCSL
+    raise ValueError(f"--method={name!r} is not a registered method.")
+
+
+def _method_class(name):
+    klass = _registered_class(name)
     if not hasattr(klass, "start_task"):
         raise ValueError(f"--method={name} is not a continual method (it has no start_task).")
     return klass

@@ -1,12 +1,21 @@
-"""The continual driver: T tasks in sequence with a buffer, accuracy on the seen classes after each."""
+"""The continual driver: T tasks in sequence with a buffer, accuracy on the seen classes after
+each; a checkpoint after every task, and resuming from it."""
 
 import math
+import uuid
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_ssl.configs import nncsl as nncsl_config
+from keras_ssl.methods.nncsl import NNCSL
+from keras_ssl.training import restore_encoder
 from keras_ssl.training.continual import TaskWarmupCosine, continual_pretrain
+from keras_ssl.training.task_checkpoint import RESULTS_FILE, TaskCheckpoint
+
+# The saves' own counter: not a training state (tests/experiments/test_fault_tolerance.py).
+SAVE_COUNTER = "save_counter/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def _official_lr(step, *, warmup, total, start, ref, final):
@@ -79,3 +88,110 @@ def test_without_a_buffer_each_task_learns_from_its_own_labels(data_spec, tmp_pa
     assert result["buffer_sizes"] == [0, 0]
     assert result["labeled_batch_sizes"] == [2, 2]
     assert all(np.isfinite(loss) for loss in result["task_loss"])
+
+
+def test_a_negative_buffer_is_refused_naming_the_flag(data_spec, tmp_path):
+    with pytest.raises(ValueError, match="--buffer_size=-1 must be >= 0"):
+        continual_pretrain(method="nncsl", data=data_spec, backbone="tiny", image_size=16,
+                           labels_per_class=4, model_dir=str(tmp_path), tasks=2, buffer_size=-1)
+
+
+# ---- checkpoints and resume ------------------------------------------------------------------
+
+def _tiny_run(data_spec, model_dir):
+    """The two-task smoke run above, deterministic, so a resumed run can be compared bit for bit."""
+    return dict(
+        method="nncsl", data=data_spec, backbone="tiny", width_multiplier=0.5, image_size=16,
+        epochs=1, global_batch_size=8, optimizer="lars", learning_rate=0.1, weight_decay=1e-5,
+        warmup_epochs=0, blur=False, labels_per_class=4, verbose=0, model_dir=model_dir,
+        deterministic=True, method_kwargs=dict(projection_hidden_dim=8, projection_dim=8),
+        view_kwargs=dict(local_size=8, num_local=1),
+        **nncsl_config.continual("cpu_small", smoke=True))
+
+
+def _checkpoint_tensors(model_dir):
+    """Every tensor of the newest checkpoint in model_dir/checkpoints, by key."""
+    reader = tf.train.load_checkpoint(f"{model_dir}/checkpoints")
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+            if not key.startswith("_CHECKPOINTABLE_OBJECT_GRAPH") and key != SAVE_COUNTER}
+
+
+class _Killed(Exception):
+    """Stands for a process killed right after a task's checkpoint."""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_spec):
+    """(config, result, newest checkpoint's tensors) of the two tasks run in one call."""
+    config = _tiny_run(data_spec, f"ram://continual_tests/{uuid.uuid4().hex}/uninterrupted")
+    result = continual_pretrain(**config)
+    return config, result, _checkpoint_tensors(config["model_dir"])
+
+
+def test_a_run_resumed_after_its_first_task_ends_as_an_uninterrupted_one(
+        data_spec, uninterrupted, monkeypatch):
+    _, expected, expected_tensors = uninterrupted
+    config = _tiny_run(data_spec, f"ram://continual_tests/{uuid.uuid4().hex}/resumed")
+    save = TaskCheckpoint.save
+
+    def save_then_stop(self, results, **kwargs):
+        path = save(self, results, **kwargs)
+        if len(results["task_test_top1"]) == 1:
+            raise _Killed(path)
+        return path
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TaskCheckpoint, "save", save_then_stop)
+        with pytest.raises(_Killed) as stopped:
+            continual_pretrain(**config)
+    assert str(stopped.value) == f"{config['model_dir']}/checkpoints/ckpt-1"
+    assert tf.io.gfile.exists(f"{config['model_dir']}/checkpoints/{RESULTS_FILE}")
+
+    resumed = continual_pretrain(**config)
+    # Only task 2 trained; the lists still cover both tasks.
+    assert (resumed["initial_task"], resumed["tasks_run"]) == (1, 1)
+    assert expected["initial_task"] == 0 and expected["tasks_run"] == 2
+    for key in ("tasks", "task_test_top1", "task_loss", "buffer_sizes", "labeled_batch_sizes",
+                "buffer"):
+        assert resumed[key] == expected[key], key
+    assert len(resumed["buffer"]) == resumed["buffer_sizes"][-1] == 4
+    # Deterministic ops: the same weights, teacher, optimizer slots and task count, bit for
+    # bit (the teacher of task 2 is the restored end of task 1, copied by start_task).
+    tensors = _checkpoint_tensors(config["model_dir"])
+    assert sorted(tensors) == sorted(expected_tensors)
+    for key, value in expected_tensors.items():
+        np.testing.assert_array_equal(tensors[key], value, err_msg=key)
+    assert int(tensors["tasks_done/.ATTRIBUTES/VARIABLE_VALUE"]) == 2
+
+
+def test_a_finished_run_returns_its_results_without_training(uninterrupted, monkeypatch):
+    config, expected, _ = uninterrupted
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a finished continual run trained again")
+
+    monkeypatch.setattr(NNCSL, "fit", no_fit)
+    again = continual_pretrain(**config)
+    assert (again["initial_task"], again["tasks_run"]) == (2, 0)
+    for key in ("task_test_top1", "task_loss", "buffer_sizes", "labeled_batch_sizes", "buffer"):
+        assert again[key] == expected[key], key
+
+
+def test_a_model_dir_of_other_tasks_is_refused(uninterrupted):
+    config, _, _ = uninterrupted
+    with pytest.raises(ValueError, match="other arguments .*buffer_size: saved 4, now 2"):
+        continual_pretrain(**dict(config, buffer_size=2))
+
+
+def test_restore_encoder_reads_a_continual_run(uninterrupted):
+    config, _, tensors = uninterrupted
+    encoder, run_config, model_dir, prefix = restore_encoder(config["model_dir"])
+    assert run_config["method"] == "nncsl" and model_dir == config["model_dir"]
+    assert prefix == f"{config['model_dir']}/checkpoints/ckpt-2"
+    # The restored weights are the run's: each is a tensor of its newest checkpoint (found by
+    # value: a variable is saved once, under whichever of its object paths comes first).
+    saved = {np.asarray(value).tobytes() for value in tensors.values()}
+    assert encoder.weights and all(np.asarray(weight).tobytes() in saved
+                                   for weight in encoder.weights)
+    features = encoder(tf.zeros((2, 16, 16, 3)), training=False)
+    assert np.all(np.isfinite(features.numpy()))
