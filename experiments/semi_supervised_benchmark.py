@@ -129,7 +129,8 @@ def select_with_usl(data, work_dir):
     from keras_ssl.data import read_label_indices
     from keras_ssl.training import load_training_data
     picks = [int(i) for i in read_label_indices(usl_file(work_dir))]
-    _, train, _ = load_training_data(data, image_size=32, train_per_class=1000)
+    _, train, _ = load_training_data(data, image_size=32, train_per_class=1000,
+                                     imbalance_ratio=0.0)
     classes = [int(train.labels[i]) for i in picks]
     return {"indices": picks, "per_class": [classes.count(c) for c in range(10)]}
 
