@@ -142,7 +142,8 @@ def run_semi_supervised(*, data, work_dir, rows, seeds, epochs=0, write_readme=T
     needs_simclr = {"fixmatch_from_simclr", "fixmatch_usl"} & set(rows)
     if needs_simclr and not os.path.exists(os.path.join(simclr_dir(work_dir), "config.json")):
         print(json.dumps({"simclr": train_simclr(data, work_dir, epochs)}), flush=True)
-    if "fixmatch_usl" in rows:
+    if "fixmatch_usl" in rows and (epochs or not os.path.exists(usl_file(work_dir))
+                                   or lookup(load(path), ["usl_picks"]) is None):
         record(path, ["usl_picks"], select_with_usl(data, work_dir), epochs)
     for seed in seeds:
         for row in rows:
