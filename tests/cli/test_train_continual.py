@@ -16,18 +16,13 @@ import pytest
 from absl import flags
 
 from keras_ssl.cli import train
+from tests.training.test_continual import write_classes_npz
 
 
 @pytest.fixture(scope="module")
 def data_spec(tmp_path_factory):
-    # 3 classes (the smoke recipe's num_classes), 16 training and 8 test images each, 16 px.
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "three.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (48, 16, 16, 3), dtype=np.uint8),
-             y_train=np.arange(48) % 3,
-             x_test=rng.integers(0, 256, (24, 16, 16, 3), dtype=np.uint8),
-             y_test=np.arange(24) % 3)
-    return f"npz:{path.as_posix()}"
+    # 3 classes: the smoke recipe's num_classes.
+    return write_classes_npz(tmp_path_factory.mktemp("data") / "three.npz", 3)
 
 
 def run_train(monkeypatch, capsys, *args):

@@ -39,16 +39,19 @@ def test_the_schedule_restarts_at_every_task_as_the_official_one():
                                        err_msg=f"task at {start}, step {k}")
 
 
+def write_classes_npz(path, classes):
+    """`classes` classes of random 16-px images, 16 training and 8 test images each."""
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.integers(0, 256, (16 * classes, 16, 16, 3), dtype=np.uint8),
+             y_train=np.arange(16 * classes) % classes,
+             x_test=rng.integers(0, 256, (8 * classes, 16, 16, 3), dtype=np.uint8),
+             y_test=np.arange(8 * classes) % classes)
+    return f"npz:{path.as_posix()}"
+
+
 @pytest.fixture(scope="module")
 def data_spec(tmp_path_factory):
-    # 4 classes, 16 training and 8 test images each, 16 px.
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "four.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8),
-             y_train=np.arange(64) % 4,
-             x_test=rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8),
-             y_test=np.arange(32) % 4)
-    return f"npz:{path.as_posix()}"
+    return write_classes_npz(tmp_path_factory.mktemp("data") / "four.npz", 4)
 
 
 def test_two_tasks_report_accuracy_on_the_seen_classes_after_each(data_spec, tmp_path):
