@@ -1,22 +1,22 @@
 """keras-ssl-train with a continual method (NNCSL): task by task, resumable, its flags checked.
 
-The program runs in this process (`keras_ssl.cli.train.main`, as the console
-script calls it, with sys.argv set), which spares each run the seconds a
-subprocess spends importing TensorFlow; absl's flags are global, so every run
-starts and ends with them unparsed (as tests/experiments/test_multi_worker.py
-does between runs).
+Each run is a subprocess of experiments/train.py, as a user runs it: absl's
+flags are global, and in-process runs would collide with the flags other
+test modules' programs define in the same pytest worker.
 """
 
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
-from absl import flags
 
-from keras_ssl.cli import train
 from tests.training.test_continual import write_classes_npz
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TRAIN = os.path.join(ROOT, "experiments", "train.py")
 
 
 @pytest.fixture(scope="module")
@@ -25,20 +25,12 @@ def data_spec(tmp_path_factory):
     return write_classes_npz(tmp_path_factory.mktemp("data") / "three.npz", 3)
 
 
-def run_train(monkeypatch, capsys, *args):
-    """(exit status, stdout, stderr) of `keras-ssl-train ARGS` run in this process."""
-    train.define_flags()
-    flags.FLAGS.unparse_flags()
-    monkeypatch.setattr(sys, "argv", ["keras-ssl-train", *args])
-    try:
-        train.main()
-        status = 0
-    except SystemExit as exit:  # absl's app.run ends every run with one
-        status = exit.code or 0
-    finally:
-        flags.FLAGS.unparse_flags()
-    out, err = capsys.readouterr()
-    return status, out, err
+def run_train(*args):
+    """(exit status, stdout, stderr) of `experiments/train.py ARGS`."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True,
+                             env=env, timeout=600)
+    return process.returncode, process.stdout, process.stderr
 
 
 def _smoke(data_spec, model_dir):
@@ -50,9 +42,8 @@ def _smoke(data_spec, model_dir):
             f"--model_dir={model_dir}"]
 
 
-def test_a_continual_run_prints_its_tasks_and_a_rerun_trains_nothing(
-        data_spec, tmp_path, monkeypatch, capsys):
-    status, out, err = run_train(monkeypatch, capsys, *_smoke(data_spec, tmp_path / "run"))
+def test_a_continual_run_prints_its_tasks_and_a_rerun_trains_nothing(data_spec, tmp_path):
+    status, out, err = run_train(*_smoke(data_spec, tmp_path / "run"))
     assert status == 0, err[-3000:]
     result = json.loads(out.strip().splitlines()[-1])
     assert result["method"] == "nncsl" and result["tasks"] == [[0], [1], [2]]
@@ -67,7 +58,7 @@ def test_a_continual_run_prints_its_tasks_and_a_rerun_trains_nothing(
     assert os.path.exists(tmp_path / "run" / "config.json")
 
     # The same command again: every task is done, so nothing trains.
-    status, out, err = run_train(monkeypatch, capsys, *_smoke(data_spec, tmp_path / "run"))
+    status, out, err = run_train(*_smoke(data_spec, tmp_path / "run"))
     assert status == 0, err[-3000:]
     again = json.loads(out.strip().splitlines()[-1])
     assert (again["initial_task"], again["tasks_run"]) == (3, 0)
@@ -80,17 +71,16 @@ def test_a_continual_run_prints_its_tasks_and_a_rerun_trains_nothing(
     (["--tasks=0", "--preset="], "--tasks: --method=nncsl trains class-incremental tasks"),
     (["--buffer_size=-2"], "--buffer_size"),
 ])
-def test_bad_continual_flags_get_one_clear_message(data_spec, tmp_path, monkeypatch, capsys,
-                                                   args, message):
-    status, out, err = run_train(monkeypatch, capsys, *_smoke(data_spec, tmp_path / "run"), *args)
+def test_bad_continual_flags_get_one_clear_message(data_spec, tmp_path, args, message):
+    status, out, err = run_train(*_smoke(data_spec, tmp_path / "run"), *args)
     assert status != 0
     assert message in err
     assert "Traceback" not in err
     assert out.strip() == ""  # no result JSON
 
 
-def test_continual_flags_are_refused_for_other_methods(data_spec, tmp_path, monkeypatch, capsys):
-    status, _, err = run_train(monkeypatch, capsys, "--method=simclr", f"--data={data_spec}",
+def test_continual_flags_are_refused_for_other_methods(data_spec, tmp_path):
+    status, _, err = run_train("--method=simclr", f"--data={data_spec}",
                                "--backbone=tiny", "--tasks=2", f"--model_dir={tmp_path}")
     assert status == 2
     assert "--tasks=2: only continual methods" in err
