@@ -256,10 +256,6 @@ def is_continual(name):
 def _registered_class(name):
     if name in methods.METHODS:
         return methods.METHODS[name]
-    if name == "nncsl":  # until the registry names it
-        from keras_ssl.methods.nncsl import NNCSL
-
-        return NNCSL
     raise ValueError(f"--method={name!r} is not a registered method.")
 
 

@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from keras_ssl import distribute, methods
 from keras_ssl import data as ssl_data
-from keras_ssl.checkpointing import EpochCheckpoint
+from keras_ssl.checkpointing import STEP_CHECKPOINTS, EpochCheckpoint
 from keras_ssl.distribute.strategy import is_chief, task_of, worker_directory
 from keras_ssl.distribute.worker_health import stop_on_worker_loss
 from keras_ssl.evaluation import KnnMonitor
@@ -262,7 +262,7 @@ def _encoder_init(config):
         return None
     checkpoints = os.path.join(config.model_dir, "checkpoints")
     if any(tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index"))
-           for directory in (checkpoints, os.path.join(checkpoints, "steps"))):
+           for directory in (checkpoints, os.path.join(checkpoints, STEP_CHECKPOINTS))):
         return None
     return functools.partial(load_encoder_weights, path=config.init_encoder)
 

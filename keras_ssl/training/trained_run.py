@@ -95,14 +95,15 @@ def load_encoder_weights(encoder, path):
     return prefix
 
 
-def _restore_into(encoder, prefix, what, *, flag):
+def _restore_into(encoder, prefix, what, *, flag, attribute="encoder"):
+    """Restores the method's `attribute` (its encoder, or its projector) from `prefix`."""
     # The same object path as EpochCheckpoint's tf.train.Checkpoint(model=method).
-    root = tf.train.Checkpoint(model=tf.train.Checkpoint(encoder=encoder))
+    root = tf.train.Checkpoint(model=tf.train.Checkpoint(**{attribute: encoder}))
     try:
         root.restore(prefix).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as error:
         raise ValueError(f"{flag}={prefix}: {what} does not match the checkpoint "
-                         f"({str(error).splitlines()[0]}).")
+                         f"({str(error).splitlines()[0]}).") from error
 
 
 def restore_projection(path, *, num_examples=None):
@@ -140,13 +141,8 @@ def restore_projection(path, *, num_examples=None):
     if projector is None:
         raise ValueError(f"--checkpoint={prefix}: {config['method']} has no projection head "
                          "(`projector`); use the backbone's features.")
-    root = tf.train.Checkpoint(model=tf.train.Checkpoint(projector=projector))
-    try:
-        root.restore(prefix).expect_partial().assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as error:
-        raise ValueError(f"--checkpoint={prefix}: the projection head of {model_dir}/"
-                         f"{RUN_CONFIG_FILE} does not match the checkpoint "
-                         f"({str(error).splitlines()[0]}).") from error
+    _restore_into(projector, prefix, f"the projection head of {model_dir}/{RUN_CONFIG_FILE}",
+                  flag="--checkpoint", attribute="projector")
     images = keras.Input(encoder.input_shape[1:])
     model = keras.Model(images, projector(encoder(images, training=False), training=False),
                         name=f"{encoder.name}_projection")
