@@ -33,6 +33,13 @@ Two ways of noticing the signal, one checkpoint format:
 A signal that arrives in the last step of an epoch waits for that epoch's
 end: the epoch checkpoint written there is the checkpoint of that step, and
 the epoch-end hooks (feature pass bookkeeping, checkpoint) run first.
+
+Outside the training steps (loading data, building the model, the final
+evaluation, export) there is no step to save: every finished step is already
+in a checkpoint. A command-line run wraps all of it in
+`sigterm_stops_the_run()`, so a SIGTERM there raises `Terminated` at once
+instead of letting a long evaluation run into the scheduler's SIGKILL, and the
+run ends with the same exit status as a preempted one.
 """
 
 import contextlib
@@ -67,6 +74,39 @@ class Preempted(Exception):
         super().__init__(
             f"preempted at step {global_step} (epoch {epoch}): checkpoint written to "
             f"{path}; rerun the same command to resume.")
+
+
+class Terminated(Exception):
+    """SIGTERM arrived outside the training steps, where there is nothing new to save."""
+
+    def __init__(self):
+        super().__init__("stopped by SIGTERM outside the training steps")
+
+
+@contextlib.contextmanager
+def sigterm_stops_the_run():
+    """Inside the block SIGTERM raises `Terminated`, except within `PreemptionCheckpoint.watching()`.
+
+    `watching()` puts its own handler in place for `fit` and restores this one
+    after it, so a signal during training still finishes and saves its step.
+    A no-op outside the main thread, where Python cannot handle signals.
+
+    Example:
+    >>> with sigterm_stops_the_run():
+    ...     result = pretrain(config)  # SIGTERM in the final kNN pass: Terminated
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class PreemptionCheckpoint(keras.callbacks.Callback):
@@ -106,12 +146,18 @@ class PreemptionCheckpoint(keras.callbacks.Callback):
     def watching(self):
         """Watches for SIGTERM inside the block; the previous handler returns after it."""
         if self.cluster_resolver is not None:
+            # TensorFlow's handler installs a SIGTERM handler and never removes
+            # it: the one before it comes back after training.
+            main_thread = threading.current_thread() is threading.main_thread()
+            previous = signal.getsignal(signal.SIGTERM) if main_thread else None
             with tempfile.TemporaryDirectory() as scratch:
                 self._handler = self._cluster_handler(scratch)
                 try:
                     yield self
                 finally:
                     self._handler = None
+                    if main_thread:
+                        signal.signal(signal.SIGTERM, previous)
             return
         if threading.current_thread() is not threading.main_thread():
             logging.warning("Training runs outside the main thread, where Python cannot "

@@ -11,7 +11,9 @@ the resumed run ends with the same weights as an uninterrupted one.
 SIGTERM (a preemption) lets the step in flight finish, checkpoints it and
 ends the run with one line "preempted at step S (epoch E): checkpoint written
 to PATH; rerun the same command to resume" and exit status 75 (EX_TEMPFAIL:
-retry); rerunning loses no finished step.
+retry); rerunning loses no finished step. Outside the steps (loading data,
+the final kNN evaluation, export), where every finished step is already
+saved, SIGTERM stops the run at once with one line saying so and status 75.
 A NaN/Inf loss stops the run with exit status 1 and one error line naming
 the step; the checkpoints end at the last good epoch (or step).
 Bad flags or paths end with one error line and exit status 2 (1 for a value
@@ -28,7 +30,8 @@ task with `keras_ssl.training.continual_pretrain`, and print its results:
 --tasks, --buffer_size and --supports_per_class default to the preset's
 `keras_ssl.configs.<method>.continual(scale)`, --class_order_seed to the
 natural class order; --epochs is per task. Such a run checkpoints after
-every task, and rerunning the command resumes at the first unfinished one.
+every task, and rerunning the command resumes at the first unfinished one;
+SIGTERM stops it at once (status 75) and the rerun redoes the task it was in.
 """
 
 import os
@@ -323,16 +326,27 @@ def train():
     config = config_from_flags()
     from keras_ssl.distribute.worker_health import WorkerLostError
     from keras_ssl.fault_tolerance import NonFiniteLossError
-    from keras_ssl.preemption import PREEMPTED_EXIT_STATUS, Preempted
+    from keras_ssl.preemption import (PREEMPTED_EXIT_STATUS, Preempted, Terminated,
+                                      sigterm_stops_the_run)
     from keras_ssl.training import continual_pretrain, pretrain
     from keras_ssl.training.continual import is_continual
 
-    if is_continual(config.method):
-        # Task by task, its own checkpoints; a rerun resumes at the next task.
-        return continual_pretrain(config, **continual_arguments())
-    _refuse_continual_flags()
+    continual = is_continual(config.method)
+    if not continual:
+        _refuse_continual_flags()
     try:
-        return pretrain(config)
+        with sigterm_stops_the_run():
+            if continual:
+                # Task by task, its own checkpoints; a rerun resumes at the next task.
+                return continual_pretrain(config, **continual_arguments())
+            return pretrain(config)
+    except Terminated as error:
+        # Outside fit's steps (set-up, evaluation, export) or inside a
+        # continual task, which has no step checkpoints: say what a rerun keeps.
+        kept = ("every finished task" if continual else "every finished step")
+        print(f"{program_name()}: {error}; the checkpoints in {config.model_dir} hold {kept}; "
+              "rerun the same command to go on.", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_STATUS)
     except (NonFiniteLossError, WorkerLostError) as error:
         # Not the flags' fault: exit status 1, the checkpoints end at the last good
         # epoch (NaN), or a rerun of every worker resumes (a lost worker).
