@@ -134,6 +134,10 @@ def define_flags():
     flags.DEFINE_float("knn_temperature", 0.1, "Vote temperature of the kNN monitor.")
     flags.DEFINE_boolean("mixed_precision", False, "mixed_float16 (GPU) / mixed_bfloat16 (TPU, CPU).")
     flags.DEFINE_boolean("jit_compile", False, "XLA-compile the whole step (single device only).")
+    flags.DEFINE_list("profile_steps", [],
+                      "FIRST,LAST: record these 1-based steps of this process's training with "
+                      "TensorFlow's profiler into --model_dir/logs/train (TensorBoard's Profile "
+                      "tab).")
     flags.DEFINE_boolean("fused_batch_norm", False,
                          "ResNet BatchNorm through the fused kernel (faster on CPU; other rounding).")
     flags.DEFINE_string("export_dir", None,
@@ -236,7 +240,22 @@ def check_flags():
     background_probabilities()  # a ValueError naming a malformed entry
     if FLAGS.saliency != "spectral" and not FLAGS.saliency.startswith("encoder:"):
         raise ValueError(f"--saliency={FLAGS.saliency!r} is not spectral or encoder:MODEL_DIR.")
+    profile_steps()  # a ValueError naming the flag
     return presets
+
+
+def profile_steps():
+    """--profile_steps as a (first, last) pair of 1-based steps, or () when not given."""
+    if not FLAGS.profile_steps:
+        return ()
+    try:
+        first, last = (int(step) for step in FLAGS.profile_steps)
+    except ValueError:
+        first = last = 0
+    if not 1 <= first <= last:
+        raise ValueError(f"--profile_steps={','.join(FLAGS.profile_steps)} is not FIRST,LAST "
+                         "with 1 <= FIRST <= LAST.")
+    return first, last
 
 
 def _has_continual_recipe(method):
@@ -316,6 +335,7 @@ def config_from_flags():
     values["model_dir"] = values["model_dir"] or os.path.join("runs", FLAGS.method)
     return PretrainConfig(**values, inject_nan_at_step=FLAGS.debug_inject_nan_at_step,
                           sigterm_at_step=FLAGS.debug_sigterm_at_step,
+                          profile_steps=profile_steps(),
                           background=tuple(FLAGS.background),
                           background_probabilities=background_probabilities() or None,
                           method_kwargs=method_kwargs, view_kwargs=view_kwargs)

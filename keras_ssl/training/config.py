@@ -71,6 +71,10 @@ class PretrainConfig:
         mixed_precision: mixed_float16 on GPUs (with loss scaling),
             mixed_bfloat16 on TPUs and CPUs.
         jit_compile: XLA-compile the whole step (single device only).
+        profile_steps: (first, last) 1-based steps of this process's training
+            to record with TensorFlow's profiler into `model_dir/logs/train`
+            (TensorBoard's Profile tab; `experiments/step_profile.py` sums the
+            record by op type); () records nothing.
         fused_batch_norm: the ResNet's BatchNorm through TensorFlow's fused
             kernel (one op each way instead of Keras' ten or so); the same
             maths, other rounding, so off by default. 1.3-2x faster BYOL steps
@@ -153,6 +157,7 @@ class PretrainConfig:
     knn_temperature: float = 0.1
     mixed_precision: bool = False
     jit_compile: bool = False
+    profile_steps: Tuple[int, ...] = ()
     fused_batch_norm: bool = False
     export_dir: Optional[str] = None
     verbose: int = 1

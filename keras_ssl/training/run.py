@@ -365,5 +365,6 @@ def _callbacks(config, *, chief, timer, checkpoint, preemption, feature_pass, mo
     if monitor is not None:
         callbacks.append(monitor)
     if chief:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs")))
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs"),
+                                                     profile_batch=config.profile_steps or 0))
     return callbacks

@@ -77,6 +77,8 @@ def test_train_prints_json_resumes_and_exports(trained_run, resumed_copy):
     (["--method=byol", f"--data={CIFAR}", "--background=rm",
       "--background_probabilities=rm=0.2"], "remove="),
     (["--method=byol", f"--data={CIFAR}", "--saliency=deep"], "--saliency='deep'"),
+    (["--method=byol", f"--data={CIFAR}", "--profile_steps=5"], "--profile_steps=5 is not"),
+    (["--method=byol", f"--data={CIFAR}", "--profile_steps=4,2"], "--profile_steps=4,2 is not"),
 ])
 def test_bad_flags_get_one_clear_message(args, message):
     process = _train(*args, "--epochs=1", check=False)
