@@ -41,6 +41,7 @@ in lightly's own interpreter.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -65,8 +66,11 @@ DEFAULTS_SIDE = "keras_ssl_defaults"
 
 
 def keras_ssl_run(data, *, train_per_class, epochs, global_batch_size, width_multiplier,
-                  image_size, overrides=None):
-    """One BYOL run of keras_ssl under the CPU-protocol preset; its images/s and seconds."""
+                  image_size, overrides=None, model_dir=None):
+    """One BYOL run of keras_ssl under the CPU-protocol preset; its images/s and seconds.
+
+    The run's folder is `model_dir`, or a temporary one deleted after it.
+    """
     sys.path.insert(0, ROOT)
     from keras_ssl import configs
     from keras_ssl.training import pretrain
@@ -74,8 +78,10 @@ def keras_ssl_run(data, *, train_per_class, epochs, global_batch_size, width_mul
     flags = dict(entry["flags"], train_per_class=train_per_class, epochs=epochs,
                  global_batch_size=global_batch_size, width_multiplier=width_multiplier,
                  image_size=image_size, **(overrides or {}))
-    with tempfile.TemporaryDirectory() as model_dir:
-        result = pretrain(method="byol", data=_train_folder(data), model_dir=model_dir,
+    folder = (contextlib.nullcontext(model_dir) if model_dir is not None
+              else tempfile.TemporaryDirectory())
+    with folder as run_dir:
+        result = pretrain(method="byol", data=_train_folder(data), model_dir=run_dir,
                           verbose=0, method_kwargs=entry["method"],
                           view_kwargs=entry["views"], **flags)
     return {"images_per_s": result["train_images_per_s"],

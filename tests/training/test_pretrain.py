@@ -63,6 +63,22 @@ def test_a_second_call_resumes_from_the_checkpoint(data_spec, tmp_path):
     assert again["knn_top1"] == pytest.approx(resumed["knn_top1"])
 
 
+def test_profile_steps_records_those_steps_for_the_profiler(data_spec, tmp_path):
+    from experiments.step_profile import op_seconds, summary
+
+    config = _config(data_spec, tmp_path / "run", epochs=1, profile_steps=(2, 3))
+    pretrain(config)
+    seconds = op_seconds(os.path.join(config.model_dir, "logs"))
+    groups = {row["group"]: row["share"] for row in summary(seconds)}
+    # The tiny backbone's convolutions ran forward and backward in the recorded steps.
+    assert groups["convolution forward"] > 0 and groups["convolution gradients"] > 0
+    assert sum(groups.values()) == pytest.approx(1.0, abs=0.01)
+    # Without it nothing is recorded.
+    pretrain(_config(data_spec, tmp_path / "plain", epochs=1))
+    with pytest.raises(FileNotFoundError, match="no profiler record"):
+        op_seconds(os.path.join(tmp_path, "plain", "logs"))
+
+
 def test_a_nan_loss_stops_the_run_after_the_last_good_checkpoint(data_spec, tmp_path):
     config = _config(data_spec, tmp_path / "run", inject_nan_at_step=6)
     with pytest.raises(NonFiniteLossError) as error:
