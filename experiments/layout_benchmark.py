@@ -14,7 +14,8 @@ Each layout runs in its own fresh process, alternating, once on the machine's
 own instruction set and once with oneDNN limited to AVX2 (as
 versus_lightly.py emulates an AVX2-only CPU); a run reports its first step
 (tracing, graph set-up, oneDNN's kernel creation) and its mean steady step
-over `--steps` steps. Results go to experiments/results/layout.json.
+over `--steps` steps. Results go to experiments/results/layout.json and the
+README table between the `layout` markers.
 """
 
 import argparse
@@ -29,8 +30,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # also run as a script: the checkout's root holds `experiments`
 
 from experiments.machine import machine  # noqa: E402
+from experiments.readme_tables import replace_between  # noqa: E402
 from experiments.versus_lightly import ISAS  # noqa: E402
 RESULTS = os.path.join(ROOT, "experiments", "results", "layout.json")
+START, END = "<!-- layout:start -->", "<!-- layout:end -->"
 LAYOUTS = ("NHWC", "NCHW")
 # (channels, side) of each stage of ResNet-18 at width 0.25 on 32-px images.
 STAGES = ((16, 32), (32, 16), (64, 8), (128, 4))
@@ -127,9 +130,26 @@ def main():
     if args.child:
         print("RESULT " + json.dumps(conv_stack_step(args.child, steps=args.steps)))
         return
-    result = run(args.repeats, args.steps)
-    print(json.dumps({"medians": result["medians"],
-                      "nchw_step_over_nhwc": result["nchw_step_over_nhwc"]}))
+    lines = table(run(args.repeats, args.steps))
+    replace_between(START, END, lines)
+    print("\n".join(lines))
+
+
+def table(result):
+    """The README lines of a results dict."""
+    names = {"native": "native", "avx2": "AVX2 only (oneDNN limited)"}
+    lines = ["| CPU instruction set | NHWC step s | NCHW step s | NCHW / NHWC | "
+             "NHWC first step s | NCHW first step s |", "| --- | --- | --- | --- | --- | --- |"]
+    for isa, medians in result["medians"].items():
+        nhwc, nchw = medians["NHWC"], medians["NCHW"]
+        lines.append(f"| {names.get(isa, isa)} | {nhwc['step_seconds']:.3f} | "
+                     f"{nchw['step_seconds']:.3f} | {result['nchw_step_over_nhwc'][isa]:.2f}x | "
+                     f"{nhwc['first_step_seconds']:.2f} | {nchw['first_step_seconds']:.2f} |")
+    machine_ = result["machine"]
+    lines += ["", f"Medians of {result['repeats']} runs each, {result['steps']} steady steps "
+                  f"a run; {machine_['cpu']}, {machine_['cores']} cores "
+                  f"({', '.join(machine_['extensions'])})."]
+    return lines
 
 
 if __name__ == "__main__":
