@@ -15,16 +15,13 @@ that directory's worker rather than after it.
 import json
 import re
 import signal
-import time
 
 import pytest
 
 from keras_ssl.preemption import PREEMPTED_EXIT_STATUS
-from tests.experiments.test_fault_tolerance import (checkpoint_tensors,
-                                                    newest_checkpoint_number, write_npz)
-from tests.experiments.test_multi_worker import free_ports
+from tests.experiments.test_fault_tolerance import checkpoint_tensors
 from tests.experiments.test_worker_loss import (EPOCHS, GLOBAL_BATCH, NUM_IMAGES, finish,
-                                                start_workers)
+                                                start_and_signal_worker1, start_workers)
 
 STEPS_PER_EPOCH = NUM_IMAGES // GLOBAL_BATCH
 PREEMPTED_LINE = re.compile(r"preempted at step (\d+) \(epoch (\d+)\): checkpoint written to "
@@ -38,26 +35,10 @@ def preempted_and_resumed(tmp_path_factory):
     Returns (both workers' outputs of the first run and of the rerun, the model directory).
     """
     root = tmp_path_factory.mktemp("multi_worker_preemption")
-    data = "npz:" + write_npz(root / "train.npz", NUM_IMAGES).as_posix()
-    cluster = [f"localhost:{port}" for port in free_ports(2)]
-    model_dir = root / "model"
-    workers = start_workers(root, data, cluster, "first")
-    (chief, _), (worker1, _) = workers
-    try:
-        deadline = time.monotonic() + 600
-        while newest_checkpoint_number(model_dir) is None:
-            if chief.poll() is not None or worker1.poll() is not None:
-                pytest.fail(f"a worker ended before the first checkpoint: {finish(workers, 1)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"no checkpoint after 600 s: {finish(workers, 1)}")
-            time.sleep(0.05)
-        worker1.send_signal(signal.SIGTERM)
-    except BaseException:
-        finish(workers, 0)
-        raise
+    data, cluster, workers, _ = start_and_signal_worker1(root, signal.SIGTERM)
     first = finish(workers, 300)
     rerun = finish(start_workers(root, data, cluster, "rerun"), 600)
-    return first, rerun, model_dir
+    return first, rerun, root / "model"
 
 
 def test_both_workers_save_the_same_step_and_exit_with_status_75(preempted_and_resumed):

@@ -81,6 +81,31 @@ def finish(workers, timeout):
     return outputs
 
 
+def start_and_signal_worker1(root, signum):
+    """Starts both workers on new data in `root` and sends worker 1 `signum` once the
+    chief has written its first epoch checkpoint (so inside epoch 2).
+
+    Returns (the data spec, the cluster, the workers, when the signal was sent).
+    """
+    data = "npz:" + write_npz(root / "train.npz", NUM_IMAGES).as_posix()
+    cluster = [f"localhost:{port}" for port in free_ports(2)]
+    workers = start_workers(root, data, cluster, "first")
+    (chief, _), (worker1, _) = workers
+    try:
+        deadline = time.monotonic() + 600
+        while newest_checkpoint_number(root / "model") is None:
+            if chief.poll() is not None or worker1.poll() is not None:
+                pytest.fail(f"a worker ended before the first checkpoint: {finish(workers, 1)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no checkpoint after 600 s: {finish(workers, 1)}")
+            time.sleep(0.05)
+        worker1.send_signal(signum)
+        return data, cluster, workers, time.monotonic()
+    except BaseException:
+        finish(workers, 0)
+        raise
+
+
 @pytest.fixture(scope="module")
 def lost_and_resumed(tmp_path_factory):
     """Kills worker 1 inside the chief's second epoch, then reruns both.
@@ -90,24 +115,8 @@ def lost_and_resumed(tmp_path_factory):
     rerun, the model directory).
     """
     root = tmp_path_factory.mktemp("worker_loss")
-    data = "npz:" + write_npz(root / "train.npz", NUM_IMAGES).as_posix()
-    cluster = [f"localhost:{port}" for port in free_ports(2)]
+    data, cluster, workers, killed = start_and_signal_worker1(root, signal.SIGKILL)
     model_dir = root / "model"
-    workers = start_workers(root, data, cluster, "first")
-    (chief, _), (worker1, _) = workers
-    try:
-        deadline = time.monotonic() + 600
-        while newest_checkpoint_number(model_dir) is None:
-            if chief.poll() is not None or worker1.poll() is not None:
-                pytest.fail(f"a worker ended before the first checkpoint: {finish(workers, 1)}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"no checkpoint after 600 s: {finish(workers, 1)}")
-            time.sleep(0.05)
-        worker1.send_signal(signal.SIGKILL)
-        killed = time.monotonic()
-    except BaseException:
-        finish(workers, 0)
-        raise
     first = finish(workers, STOP_BOUND_SECONDS)
     stop_seconds = time.monotonic() - killed
     epoch_at_kill = newest_checkpoint_number(model_dir)
