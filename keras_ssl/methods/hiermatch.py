@@ -91,6 +91,10 @@ class HierMatch(SemiSupervisedMethod):
                          split_features=split_features, ema_decay=ema_decay,
                          average_statistics=True, **kwargs)
         self.base = base
+        # Each base logs its own scalar: drop the other's tracker, which would show 0.
+        unused = "unlabeled_weight" if base == "fixmatch" else "mask_rate"
+        self.log_trackers = {name: tracker for name, tracker in self.log_trackers.items()
+                             if name != unused}
         self.level_fractions = tuple(float(f) for f in level_fractions)
         if len(self.level_fractions) != len(self.level_classes):
             raise ValueError(f"level_fractions needs one share per level "
@@ -117,8 +121,7 @@ class HierMatch(SemiSupervisedMethod):
         return mixmatch_forward(self, batch, ctx)
 
     def loss(self, outputs, ctx):
-        # Each base logs its own scalars (mask_rate, unlabeled_weight); the
-        # other's tracker stays at 0.
+        # Each base logs its own scalar: FixMatch mask_rate, MixMatch unlabeled_weight.
         if self.base == "fixmatch":
             return fixmatch_loss(self, outputs)
         return mixmatch_loss(self, outputs, ctx)

@@ -82,6 +82,8 @@ def test_mixmatch_base_loss_sums_the_levels_with_withheld_rows_as_unlabeled():
     ramp = 2 / RUN.total_steps  # over the whole run (train.py:443-448)
     np.testing.assert_allclose(logs["supervised_loss"], expected_x, rtol=1e-5)
     np.testing.assert_allclose(loss, expected_x + 150.0 * ramp * expected_u, rtol=1e-5)
+    # Its trackers are the MixMatch base's: no FixMatch mask rate stuck at 0.
+    assert "unlabeled_weight" in model.log_trackers and "mask_rate" not in model.log_trackers
 
 
 def test_fixmatch_base_runs_a_step_on_every_level():
@@ -90,6 +92,8 @@ def test_fixmatch_base_runs_a_step_on_every_level():
                                         num_batches=1)
     assert np.isfinite(history["loss"][0]) and history["supervised_loss"][0] > 0
     assert len(model.heads.dense) == 2
+    # Only the base's own scalars are logged (MixMatch's ramped weight is not).
+    assert "mask_rate" in history and "unlabeled_weight" not in history
 
 
 def test_arguments_are_checked():
