@@ -111,19 +111,23 @@ def select_labels():
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")
     from keras_ssl import data as ssl_data
-    from keras_ssl.training import load_training_data, restore_encoder, restore_projection
+    from keras_ssl.training import (find_checkpoint, load_run_config, load_training_data,
+                                    restore_encoder, restore_projection)
 
-    encoder, config, model_dir, prefix = restore_encoder(FLAGS.checkpoint)
-    image_size = FLAGS.image_size or config["image_size"]
+    # The run's config alone sizes the data; its network is restored once, below.
+    model_dir, prefix = find_checkpoint(FLAGS.checkpoint)
+    image_size = FLAGS.image_size or load_run_config(model_dir)["image_size"]
     _, train, _ = load_training_data(FLAGS.data, image_size=image_size,
                                      train_per_class=FLAGS.train_per_class,
                                      imbalance_ratio=FLAGS.imbalance_ratio)
     if FLAGS.budget > len(train):
         raise ValueError(f"--budget={FLAGS.budget} is more than the {len(train)} training "
                          "images.")
+    if FLAGS.method == "usl" and FLAGS.features == "projector":
+        encoder, *_ = restore_projection(FLAGS.checkpoint, num_examples=len(train))
+    else:
+        encoder, *_ = restore_encoder(FLAGS.checkpoint)
     if FLAGS.method == "usl":
-        if FLAGS.features == "projector":
-            encoder, *_ = restore_projection(FLAGS.checkpoint, num_examples=len(train))
         chosen = select_usl(encoder, train, image_size)
         extra = {"features": FLAGS.features}
     else:
