@@ -1,4 +1,4 @@
-"""LARS and the warm-up + cosine learning-rate schedule."""
+"""LARS, SGD with PyTorch's weight decay, and the learning-rate schedules."""
 
 import math
 
@@ -50,6 +50,38 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             "warmup_start_learning_rate": self.warmup_start_learning_rate,
             "final_learning_rate": self.final_learning_rate,
         }
+
+
+class FixMatchCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """FixMatch's decay: `base * cos(7 pi k / (16 K))` at step k of K, no warm-up.
+
+    The official code's schedule (google-research/fixmatch fixmatch.py:
+    `lr * tf.cos(progress * (7 * np.pi) / (2 * 8))`, progress = k / K): the
+    first 7/16 of a half-period, so the rate ends at cos(7 pi / 16), about
+    0.2 of the base, not at 0.
+
+    Args:
+        base_learning_rate: rate at step 0.
+        total_steps: optimizer steps of the whole run (K).
+
+    Example:
+    >>> schedule = FixMatchCosine(0.03, total_steps=100)
+    >>> round(float(schedule(100)), 5)
+    0.00585
+    """
+
+    def __init__(self, base_learning_rate, total_steps):
+        self.base_learning_rate = base_learning_rate
+        self.total_steps = total_steps
+
+    def __call__(self, step):
+        progress = ops.clip(ops.cast(step, "float32") / float(max(self.total_steps, 1)),
+                            0.0, 1.0)
+        return self.base_learning_rate * ops.cos(progress * (7.0 * math.pi / 16.0))
+
+    def get_config(self):
+        return {"base_learning_rate": self.base_learning_rate,
+                "total_steps": self.total_steps}
 
 
 class LARS(keras.optimizers.Optimizer):

@@ -50,7 +50,8 @@ _CONFIG_FLAGS = (
     "method", "data", "backbone", "width_multiplier", "zero_init_residual",
     "synchronized_bn", "split_batch_norm", "image_size",
     "train_per_class", "imbalance_ratio", "epochs", "global_batch_size", "optimizer",
-    "learning_rate", "weight_decay", "warmup_epochs", "blur", "model_dir",
+    "learning_rate", "weight_decay", "warmup_epochs", "lr_schedule", "nesterov", "blur",
+    "model_dir",
     "checkpoint_every_steps", "seed",
     "strategy", "cpu_replicas", "tpu", "tfds_data_dir", "knn_every_epochs", "knn_k", "knn_temperature",
     "mixed_precision", "jit_compile", "fused_batch_norm", "export_dir", "verbose", "deterministic",
@@ -68,11 +69,13 @@ _CONTINUAL_FLAGS = {"tasks": 0, "buffer_size": -1, "supports_per_class": 0}
 _BACKGROUND_OPS = ("rm", "random", "swaps")
 _BACKGROUND_PROBABILITIES = ("remove", "random", "swap_positive", "swap_negative")
 
-# The choices of --optimizer and --strategy. They are keras_ssl.training.build
-# .OPTIMIZERS and keras_ssl.distribute.STRATEGIES, but those modules import
-# TensorFlow and the flags are checked before that import; so these are
-# copies, which tests/cli/test_console_scripts.py checks equal the originals.
+# The choices of --optimizer, --lr_schedule and --strategy. They are
+# keras_ssl.training.build's OPTIMIZERS and LR_SCHEDULES and
+# keras_ssl.distribute.STRATEGIES, but those modules import TensorFlow and the
+# flags are checked before that import; so these are copies, which
+# tests/cli/test_console_scripts.py checks equal the originals.
 OPTIMIZERS = ("sgd", "lars", "adamw")
+LR_SCHEDULES = ("warmup_cosine", "fixmatch_cosine")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
@@ -115,6 +118,10 @@ def define_flags():
     flags.DEFINE_float("weight_decay", 5e-4, "Weight decay.")
     flags.DEFINE_integer("warmup_epochs", 0, "Linear warm-up epochs before the cosine decay.",
                          lower_bound=0)
+    flags.DEFINE_enum("lr_schedule", "warmup_cosine", LR_SCHEDULES,
+                      "warmup_cosine: linear warm-up, then cosine to 0; fixmatch_cosine: "
+                      "FixMatch's cos(7 pi k / 16 K), no warm-up.")
+    flags.DEFINE_boolean("nesterov", False, "Nesterov momentum (--optimizer=sgd only).")
     flags.DEFINE_boolean("blur", True, "Gaussian blur in the views (off in the CPU protocol).")
     flags.DEFINE_string("model_dir", None,
                         "Checkpoints, TensorBoard logs (default: runs/<method>).")

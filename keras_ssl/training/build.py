@@ -5,17 +5,35 @@ import inspect
 import keras
 
 from keras_ssl import augment, backbones, methods
-from keras_ssl.optimizers import LARS, SGD, WarmupCosine
+from keras_ssl.optimizers import LARS, SGD, FixMatchCosine, WarmupCosine
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
+# warmup_cosine: linear warm-up, then cosine to 0 (WarmupCosine);
+# fixmatch_cosine: FixMatch's cos(7 pi k / 16 K), no warm-up (FixMatchCosine).
+LR_SCHEDULES = ("warmup_cosine", "fixmatch_cosine")
 
 
-def make_optimizer(name, *, learning_rate, weight_decay, total_steps, warmup_steps):
-    """`name` (one of `OPTIMIZERS`) on a linear warm-up then cosine schedule."""
-    schedule = WarmupCosine(learning_rate, total_steps=total_steps,
-                            warmup_steps=warmup_steps)
+def make_optimizer(name, *, learning_rate, weight_decay, total_steps, warmup_steps,
+                   lr_schedule="warmup_cosine", nesterov=False):
+    """`name` (one of `OPTIMIZERS`) on the schedule `lr_schedule` (one of `LR_SCHEDULES`).
+
+    `nesterov` is SGD's Nesterov momentum; other optimizers refuse it.
+    """
+    if lr_schedule == "warmup_cosine":
+        schedule = WarmupCosine(learning_rate, total_steps=total_steps,
+                                warmup_steps=warmup_steps)
+    elif lr_schedule == "fixmatch_cosine":
+        if warmup_steps:
+            raise ValueError("--lr_schedule=fixmatch_cosine has no warm-up; set "
+                             "--warmup_epochs=0.")
+        schedule = FixMatchCosine(learning_rate, total_steps=total_steps)
+    else:
+        raise ValueError(f"--lr_schedule={lr_schedule!r} is not one of "
+                         f"{', '.join(LR_SCHEDULES)}.")
+    if nesterov and name != "sgd":
+        raise ValueError(f"--nesterov is SGD's momentum; --optimizer={name} has none.")
     if name == "sgd":
-        return SGD(schedule, momentum=0.9, weight_decay=weight_decay)
+        return SGD(schedule, momentum=0.9, weight_decay=weight_decay, nesterov=nesterov)
     if name == "lars":
         return LARS(schedule, momentum=0.9, weight_decay=weight_decay)
     if name == "adamw":
@@ -52,7 +70,7 @@ def make_backbone(method, backbone, *, image_size, width_multiplier, zero_init_r
 
 def build_method(strategy, *, method, backbone, image_size, width_multiplier, run,
                  optimizer, learning_rate, weight_decay, warmup_steps,
-                 method_kwargs=None, zero_init_residual=False, synchronized_bn=False,
+                 lr_schedule="warmup_cosine", nesterov=False, method_kwargs=None, zero_init_residual=False, synchronized_bn=False,
                  split_batch_norm=0, mixed_precision=False,
                  jit_compile=False, fused_batch_norm=False, encoder_init=None):
     """The compiled method with a built optimizer, every variable created under `strategy`.
@@ -89,7 +107,8 @@ def build_method(strategy, *, method, backbone, image_size, width_multiplier, ru
         model = methods.get(method, encoder=encoder, run=run, **(method_kwargs or {}))
         opt = make_optimizer(optimizer, learning_rate=learning_rate,
                              weight_decay=weight_decay, total_steps=run.total_steps,
-                             warmup_steps=warmup_steps)
+                             warmup_steps=warmup_steps, lr_schedule=lr_schedule,
+                             nesterov=nesterov)
         if mixed_precision and keras.mixed_precision.global_policy().compute_dtype == "float16":
             # Loss scaling guards float16's narrow exponent; bfloat16 has float32's.
             opt = keras.optimizers.LossScaleOptimizer(opt)

@@ -51,6 +51,9 @@ class PretrainConfig:
         learning_rate: peak learning rate, after warm-up.
         weight_decay: weight decay coefficient.
         warmup_epochs: linear warm-up before the cosine decay.
+        lr_schedule: `warmup_cosine` (linear warm-up, then cosine to 0) or
+            `fixmatch_cosine` (FixMatch's cos(7 pi k / 16 K), no warm-up).
+        nesterov: Nesterov momentum for `sgd` (FixMatch's official optimizer).
         blur: Gaussian blur in the views.
         model_dir: checkpoints, TensorBoard logs and config.json; rerunning
             with the same model_dir resumes. Any `tf.io.gfile` path
@@ -144,6 +147,8 @@ class PretrainConfig:
     learning_rate: float = 0.12
     weight_decay: float = 5e-4
     warmup_epochs: int = 0
+    lr_schedule: str = "warmup_cosine"
+    nesterov: bool = False
     blur: bool = True
     model_dir: str = "runs"
     checkpoint_every_steps: int = 0

@@ -139,6 +139,7 @@ def pretrain(config=None, /, **overrides):
         method_kwargs=method_kwargs,
         run=run, optimizer=config.optimizer, learning_rate=config.learning_rate,
         weight_decay=config.weight_decay, warmup_steps=steps * config.warmup_epochs,
+        lr_schedule=config.lr_schedule, nesterov=config.nesterov,
         mixed_precision=config.mixed_precision, jit_compile=config.jit_compile,
         fused_batch_norm=config.fused_batch_norm,
         encoder_init=_encoder_init(config))

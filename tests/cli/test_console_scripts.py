@@ -101,15 +101,16 @@ def test_flags_are_checked_before_tensorflow_is_imported(program):
 
 
 def test_train_flag_choices_match_the_library():
-    # keras_ssl/cli/train.py lists the choices of --method, --optimizer and
-    # --strategy without importing the modules that own them (they import
+    # keras_ssl/cli/train.py lists the choices of --method, --optimizer,
+    # --lr_schedule and --strategy without importing the modules that own them (they import
     # TensorFlow); the lists must not drift apart.
     from keras_ssl import configs
     from keras_ssl.cli import train
     from keras_ssl.distribute import STRATEGIES
     from keras_ssl.methods import available
-    from keras_ssl.training.build import OPTIMIZERS
+    from keras_ssl.training.build import LR_SCHEDULES, OPTIMIZERS
 
     assert configs.methods() == available()
     assert train.OPTIMIZERS == tuple(OPTIMIZERS)
+    assert train.LR_SCHEDULES == tuple(LR_SCHEDULES)
     assert train.STRATEGIES == tuple(STRATEGIES)
