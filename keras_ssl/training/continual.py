@@ -177,6 +177,8 @@ def continual_pretrain(config=None, /, *, tasks, buffer_size=500, supports_per_c
                              warmup_fraction=warmup_fraction,
                              start_lr_fraction=start_lr_fraction,
                              final_lr_fraction=final_lr_fraction)
+    # Across workers Keras' fit needs two patches (its symbolic build and its log reduce).
+    distribute.adapt_fit_to_multi_worker(model, strategy)
 
     checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
     progress = TaskCheckpoint(model, checkpoint_dir,

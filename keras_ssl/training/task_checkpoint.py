@@ -116,7 +116,8 @@ class TaskCheckpoint:
         """Saves the model after `len(results["task_test_top1"])` finished tasks.
 
         Every worker takes part in the checkpoint (multi-worker saves may
-        run collectives); only the chief writes the results file.
+        run collectives); only the chief writes the results file, and the
+        other workers delete their scratch copy after each save.
         """
         done = len(results["task_test_top1"])
         if chief:
@@ -126,7 +127,11 @@ class TaskCheckpoint:
                                **{name: results[name] for name in self.LISTS}})
             write_bytes(self.results_path, text.encode("utf-8"), atomic=True)
         self.tasks_done.assign(done)
-        return self._manager(self.write_directory).save(checkpoint_number=done)
+        path = self._manager(self.write_directory).save(checkpoint_number=done)
+        if self.write_directory != self.directory:
+            # A non-chief worker's copy only took part in the collective save.
+            tf.io.gfile.rmtree(self.write_directory)
+        return path
 
     def _read_results(self):
         if not tf.io.gfile.exists(self.results_path):
