@@ -10,8 +10,7 @@ collective implementations that reduce in another order.
 Importing TensorFlow and tracing take most of a run this small, so the three
 processes start once for every method checked here, and at the same time:
 the two workers and the 2-replica reference each run experiments/train.py
-once per method, in the same order. The last run of each is a continual one
-(NNCSL, task by task), whose driver builds and checkpoints on its own.
+once per method, in the same order.
 """
 
 import json
@@ -24,10 +23,8 @@ import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tests.experiments.test_fault_tolerance import checkpoint_tensors, write_npz
-from tests.training.test_continual import write_classes_npz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "experiments", "train.py")
@@ -41,13 +38,6 @@ NUM_IMAGES, EPOCHS, GLOBAL_BATCH = 48, 2, 8
 # replica and gathers them across workers into each checkpoint. All at their
 # smoke recipe, on 32-px images.
 METHODS = ("moco_v2", "interclr", "instance_classifier")
-# A continual run (NNCSL, task by task through keras_ssl.training.continual):
-# 3 classes of 16 images in 3 tasks, 2 labels per class, a labelled batch of
-# 2 supports per seen class (even, so it splits over the 2 replicas).
-CONTINUAL_FLAGS = ["--method=nncsl", "--preset=cifar10_cpu_small", "--smoke",
-                   "--train_per_class=16", "--labels_per_class=2", "--tasks=3",
-                   "--supports_per_class=2", "--buffer_size=6", "--verbose=0",
-                   "--deterministic"]
 
 # Runs experiments/train.py once per command line of argv[1] (a JSON list of
 # {"argv": [...], "tmpdir": ...}) in one process.
@@ -123,7 +113,6 @@ def runs(tmp_path_factory):
     """
     root = tmp_path_factory.mktemp("multi_worker")
     data = "npz:" + write_npz(root / "train.npz", NUM_IMAGES).as_posix()
-    classes_data = write_classes_npz(root / "three_classes.npz", 3)
     cluster = [f"localhost:{port}" for port in free_ports(2)]
     # InterCLR's k-means and memory kernels are XLA-compiled: at LLVM's
     # default optimisation that is a fifth of a process's work. Both setups
@@ -150,11 +139,6 @@ def runs(tmp_path_factory):
                 f"--global_batch_size={GLOBAL_BATCH}", f"--epochs={EPOCHS}", "--knn_k=5",
                 "--verbose=0", "--deterministic", f"--model_dir={root / setup / method}",
                 *strategy_flags]})
-        scratch = root / "scratch" / process / "nncsl"
-        scratch.mkdir(parents=True)
-        plan.append({"tmpdir": str(scratch), "argv": [
-            *CONTINUAL_FLAGS, f"--data={classes_data}", f"--model_dir={root / setup / 'nncsl'}",
-            *strategy_flags]})
         # Files, not pipes: nothing reads a pipe while the processes run.
         logs[process] = (open(root / f"{process}.out", "w+"), open(root / f"{process}.err", "w+"))
         processes[process] = subprocess.Popen(
@@ -199,31 +183,3 @@ def test_two_workers_match_two_local_replicas(runs, method):
     # The run really trained: the optimizer took EPOCHS epochs of NUM_IMAGES images.
     assert int(cluster_tensors["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == (
         EPOCHS * NUM_IMAGES // GLOBAL_BATCH)
-
-
-def test_a_continual_run_on_two_workers_matches_two_local_replicas(runs):
-    root, outputs = runs
-    for process, (returncode, _, stderr) in outputs.items():
-        assert returncode == 0, f"{process}: {stderr[-3000:]}"
-    local_result = results(outputs["local"][1])["nncsl"]
-    chief_result = results(outputs["worker0"][1])["nncsl"]
-    assert chief_result["replicas"] == local_result["replicas"] == 2
-    assert chief_result["tasks_run"] == 3
-    for key in ("tasks", "buffer", "buffer_sizes", "labeled_batch_sizes"):
-        assert chief_result[key] == local_result[key], key
-    assert not any((root / "scratch" / "worker1" / "nncsl").iterdir())
-    # After task 2 (replay, distillation from task 1's frozen model, frozen
-    # BatchNorm) the two setups agree to float rounding. Task 3 is left out:
-    # on 16 images a class the run is near-chaotic, and it grows that rounding
-    # (about 1e-8 here) to about 1e-2.
-    checkpoints = [root / setup / "nncsl" / "checkpoints" / "ckpt-2" for setup in
-                   ("local", "cluster")]
-    local_reader, cluster_reader = (tf.train.load_checkpoint(str(path)) for path in checkpoints)
-    keys = [key for key in local_reader.get_variable_to_shape_map()
-            if not key.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")]
-    assert sorted(keys) == sorted(key for key in cluster_reader.get_variable_to_shape_map()
-                                  if not key.startswith("_CHECKPOINTABLE_OBJECT_GRAPH"))
-    for key in keys:
-        np.testing.assert_allclose(cluster_reader.get_tensor(key), local_reader.get_tensor(key),
-                                   rtol=1e-5, atol=1e-6, err_msg=key)
-    assert chief_result["task_test_top1"][:2] == local_result["task_test_top1"][:2]

@@ -4,10 +4,12 @@ each; a checkpoint after every task, and resuming from it."""
 import math
 import uuid
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_ssl import distribute
 from keras_ssl.configs import nncsl as nncsl_config
 from keras_ssl.methods.nncsl import NNCSL
 from keras_ssl.training import restore_encoder
@@ -54,7 +56,15 @@ def data_spec(tmp_path_factory):
     return write_classes_npz(tmp_path_factory.mktemp("data") / "four.npz", 4)
 
 
-def test_two_tasks_report_accuracy_on_the_seen_classes_after_each(data_spec, tmp_path):
+def test_two_tasks_report_accuracy_on_the_seen_classes_after_each(data_spec, tmp_path,
+                                                                  monkeypatch):
+    # The driver applies the multi-worker patches of Keras' fit, as pretrain
+    # does (a no-op here; without them every multi-worker run failed at its
+    # first step). tests/distribute/test_keras_compat.py tests the patches.
+    adapted = []
+    adapt = distribute.adapt_fit_to_multi_worker
+    monkeypatch.setattr(distribute, "adapt_fit_to_multi_worker",
+                        lambda model, strategy: adapted.append(model) or adapt(model, strategy))
     result = continual_pretrain(
         method="nncsl", data=data_spec, backbone="tiny", width_multiplier=0.5, image_size=16,
         epochs=1, global_batch_size=8, optimizer="lars", learning_rate=0.1, weight_decay=1e-5,
@@ -70,6 +80,22 @@ def test_two_tasks_report_accuracy_on_the_seen_classes_after_each(data_spec, tmp
     # labels, then 1 of each of the 4 classes.
     assert result["buffer_sizes"] == [4, 4]
     assert result["labeled_images"] == 16
+    assert len(adapted) == 1 and isinstance(adapted[0], NNCSL)
+
+
+def test_a_non_chief_worker_saves_into_its_scratch_folder_then_deletes_it(tmp_path):
+    # A multi-worker save is collective: every worker writes, and a non-chief
+    # worker writes to a scratch folder of its own (worker_directory).
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    results = {name: [0.5] for name in TaskCheckpoint.LISTS}
+    scratch, run_dir = tmp_path / "scratch", tmp_path / "run"
+    path = TaskCheckpoint(model, run_dir, write_directory=scratch).save(results, chief=False)
+    assert path.startswith(str(scratch))
+    assert not scratch.exists() and not run_dir.exists()  # and no results file either
+    # The chief's own save stays, results first.
+    path = TaskCheckpoint(model, run_dir).save(results)
+    assert tf.io.gfile.exists(path + ".index") and (run_dir / RESULTS_FILE).exists()
 
 
 def test_tasks_must_divide_the_classes(data_spec, tmp_path):
