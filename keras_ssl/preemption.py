@@ -76,6 +76,11 @@ class Preempted(Exception):
             f"{path}; rerun the same command to resume.")
 
 
+def _on_main_thread():
+    """Whether this is the main thread, the only one where Python can handle signals."""
+    return threading.current_thread() is threading.main_thread()
+
+
 class Terminated(Exception):
     """SIGTERM arrived outside the training steps, where there is nothing new to save."""
 
@@ -95,7 +100,7 @@ def sigterm_stops_the_run():
     >>> with sigterm_stops_the_run():
     ...     result = pretrain(config)  # SIGTERM in the final kNN pass: Terminated
     """
-    if threading.current_thread() is not threading.main_thread():
+    if not _on_main_thread():
         yield
         return
 
@@ -148,7 +153,7 @@ class PreemptionCheckpoint(keras.callbacks.Callback):
         if self.cluster_resolver is not None:
             # TensorFlow's handler installs a SIGTERM handler and never removes
             # it: the one before it comes back after training.
-            main_thread = threading.current_thread() is threading.main_thread()
+            main_thread = _on_main_thread()
             previous = signal.getsignal(signal.SIGTERM) if main_thread else None
             with tempfile.TemporaryDirectory() as scratch:
                 self._handler = self._cluster_handler(scratch)
@@ -159,7 +164,7 @@ class PreemptionCheckpoint(keras.callbacks.Callback):
                     if main_thread:
                         signal.signal(signal.SIGTERM, previous)
             return
-        if threading.current_thread() is not threading.main_thread():
+        if not _on_main_thread():
             logging.warning("Training runs outside the main thread, where Python cannot "
                             "handle signals: SIGTERM will not save a checkpoint.")
             yield self

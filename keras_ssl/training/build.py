@@ -70,7 +70,8 @@ def make_backbone(method, backbone, *, image_size, width_multiplier, zero_init_r
 
 def build_method(strategy, *, method, backbone, image_size, width_multiplier, run,
                  optimizer, learning_rate, weight_decay, warmup_steps,
-                 lr_schedule="warmup_cosine", nesterov=False, method_kwargs=None, zero_init_residual=False, synchronized_bn=False,
+                 lr_schedule="warmup_cosine", nesterov=False, method_kwargs=None,
+                 zero_init_residual=False, synchronized_bn=False,
                  split_batch_norm=0, mixed_precision=False,
                  jit_compile=False, fused_batch_norm=False, encoder_init=None):
     """The compiled method with a built optimizer, every variable created under `strategy`.

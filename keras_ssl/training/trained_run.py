@@ -95,10 +95,10 @@ def load_encoder_weights(encoder, path):
     return prefix
 
 
-def _restore_into(encoder, prefix, what, *, flag, attribute="encoder"):
-    """Restores the method's `attribute` (its encoder, or its projector) from `prefix`."""
+def _restore_into(layer, prefix, what, *, flag, attribute="encoder"):
+    """Restores `layer` as the method's `attribute` (its encoder, or its projector)."""
     # The same object path as EpochCheckpoint's tf.train.Checkpoint(model=method).
-    root = tf.train.Checkpoint(model=tf.train.Checkpoint(**{attribute: encoder}))
+    root = tf.train.Checkpoint(model=tf.train.Checkpoint(**{attribute: layer}))
     try:
         root.restore(prefix).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as error:
